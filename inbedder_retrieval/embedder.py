@@ -1,0 +1,286 @@
+"""``InBedder``: embed texts as the answers to a question about them."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import AutoConfig
+
+from .encoders import BACKENDS, Backend, infer_family
+from .models import DEFAULT_MODEL, REGISTRY, ModelDescription, check_pooling, get_model
+from .prompts import validate_instruction, validate_texts
+from .weights import DEFAULT_REENCODER, resolve_source
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+logger = logging.getLogger(__name__)
+
+#: Jobs with at least this many texts show a progress bar unless told otherwise.
+PROGRESS_BAR_MIN_TEXTS = 256
+
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
+
+
+def choose_device(device: str | torch.device | None) -> torch.device:
+    """``device`` if given, else CUDA when present, else CPU."""
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def choose_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """``dtype`` if given; else bf16 (or fp16) on GPU and fp32 on CPU (bf16 is slow there)."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype is not None:
+        try:
+            return _DTYPES[dtype]
+        except KeyError:
+            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}") from None
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def describe_unregistered(path: str, trust_remote_code: bool) -> ModelDescription:
+    """A description for a hub id or folder that is not in the registry."""
+    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    family = infer_family(config)
+    return ModelDescription(
+        name=path,
+        family=family,
+        source=path,
+        pooling="avg_gen" if family == "masked" else "fst_gen",
+        dim=int(getattr(config, "hidden_size", None) or config.d_model),
+    )
+
+
+class InBedder:
+    """An instruction-following text embedder.
+
+    Each text is embedded as the answer a question-answering language model would give to
+    ``instruction`` about it, so texts with the same answer land close together.
+
+    Example:
+        >>> model = InBedder.from_pretrained()
+        >>> vectors = model.encode(["The soup was cold."], "How does the customer feel?")
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        pooling: str | None = None,
+        layer: int | None = None,
+        reencoder: SentenceTransformer | None = None,
+        query_instruction: str | None = None,
+        document_instruction: str | None = None,
+    ) -> None:
+        self.backend = backend
+        self.description = backend.description.with_overrides(pooling=pooling, layer=layer)
+        check_pooling(self.description.family, self.description.pooling)
+        if self.description.pooling == "reencode" and reencoder is None:
+            raise ValueError("pooling='reencode' needs a sentence embedder (reencoder=...)")
+        self.reencoder = reencoder
+        self.query_instruction = query_instruction
+        self.document_instruction = document_instruction
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path | None = None,
+        *,
+        pooling: str | None = None,
+        layer: int | None = None,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        max_length: int = 512,
+        trust_remote_code: bool = False,
+        reencoder: str | SentenceTransformer | None = None,
+        query_instruction: str | None = None,
+        document_instruction: str | None = None,
+    ) -> InBedder:
+        """Load an InBedder.
+
+        Args:
+            name_or_path: a registry name (see ``list_models``), a hub id or a local folder;
+                ``None`` loads the shipped default model.
+            pooling: override the registry's pooling ("fst_gen", "avg_gen", "reencode").
+            layer: hidden-state layer to read (-1 = last).
+            device: "cpu", "cuda", ...; default CUDA when present.
+            dtype: "float32", "bfloat16" or "float16"; default bf16/fp16 on GPU, fp32 on CPU.
+            max_length: prompt token limit; longer prompts lose tokens from the left.
+            trust_remote_code: run code shipped with a hub model (off unless you ask).
+            reencoder: sentence embedder for ``reencode`` pooling (a path or a loaded
+                ``SentenceTransformer``); default the shipped all-MiniLM-L6-v2.
+            query_instruction, document_instruction: defaults for ``encode_queries`` and
+                ``encode_documents``.
+        """
+        name = str(name_or_path) if name_or_path is not None else DEFAULT_MODEL
+        if name in REGISTRY:
+            description = get_model(name)
+        elif Path(name).exists() or "/" in name:
+            description = describe_unregistered(name, trust_remote_code)
+        else:
+            get_model(name)  # raises a KeyError that lists the known models
+        description = description.with_overrides(max_length=max_length, pooling=pooling, layer=layer)
+        check_pooling(description.family, description.pooling)
+        torch_device = choose_device(device)
+        backend = BACKENDS[description.family].load(
+            resolve_source(description.source),
+            description,
+            device=torch_device,
+            dtype=choose_dtype(dtype, torch_device),
+            trust_remote_code=trust_remote_code,
+        )
+        if description.pooling == "reencode" and not hasattr(reencoder, "encode"):
+            reencoder = load_reencoder(reencoder, torch_device)
+        return cls(
+            backend,
+            reencoder=reencoder,
+            query_instruction=query_instruction,
+            document_instruction=document_instruction,
+        )
+
+    # -- properties ----------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        """Size of the vectors ``encode`` returns."""
+        if self.description.pooling == "reencode":
+            return int(self.reencoder.get_embedding_dimension())
+        return self.backend.hidden_size
+
+    @property
+    def pooling(self) -> str:
+        return self.description.pooling
+
+    @property
+    def name(self) -> str:
+        return self.description.name
+
+    # -- encoding ------------------------------------------------------------------------
+    def encode(
+        self,
+        texts: str | Sequence[str],
+        instruction: str,
+        *,
+        batch_size: int = 32,
+        normalize: bool = True,
+        show_progress_bar: bool | None = None,
+        convert_to: Literal["numpy", "torch"] = "numpy",
+    ) -> np.ndarray | torch.Tensor:
+        """Embed ``texts`` as answers to ``instruction``.
+
+        Texts are batched by token length (longest first) and returned in input order, as
+        a float32 array of shape (len(texts), dim); a single string gives shape (dim,).
+        """
+        single = isinstance(texts, str)
+        checked = validate_texts([texts] if single else texts)
+        instruction = validate_instruction(instruction)
+        if convert_to not in ("numpy", "torch"):
+            raise ValueError(f"convert_to must be 'numpy' or 'torch', got {convert_to!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        vectors = self._encode_sorted(checked, instruction, batch_size, show_progress_bar)
+        if normalize:
+            vectors = torch.nn.functional.normalize(vectors, p=2, dim=-1)
+        if single:
+            vectors = vectors[0]
+        return vectors.numpy() if convert_to == "numpy" else vectors
+
+    def encode_queries(self, queries: str | Sequence[str], instruction: str | None = None, **kwargs: object) -> np.ndarray | torch.Tensor:
+        """Embed search queries under ``instruction`` (default: ``query_instruction``)."""
+        return self.encode(queries, self._instruction_or(instruction, self.query_instruction, "query"), **kwargs)
+
+    def encode_documents(self, documents: str | Sequence[str], instruction: str | None = None, **kwargs: object) -> np.ndarray | torch.Tensor:
+        """Embed documents under ``instruction`` (default: ``document_instruction``)."""
+        return self.encode(documents, self._instruction_or(instruction, self.document_instruction, "document"), **kwargs)
+
+    def answer(
+        self,
+        texts: str | Sequence[str],
+        instruction: str,
+        *,
+        max_new_tokens: int | None = None,
+        batch_size: int = 32,
+        show_progress_bar: bool | None = None,
+    ) -> list[str]:
+        """The model's short answer to ``instruction`` about each text (greedy decoding)."""
+        checked = validate_texts([texts] if isinstance(texts, str) else texts)
+        instruction = validate_instruction(instruction)
+        limit = max_new_tokens or self.description.max_new_tokens
+        answers: list[str] = [""] * len(checked)
+        if not checked:
+            return answers
+        for indices, prompts in self._sorted_batches(checked, instruction, batch_size, show_progress_bar, "Answering"):
+            for index, text in zip(indices, self.backend.generate(prompts, limit)):
+                answers[index] = text
+        return answers
+
+    # -- internals -----------------------------------------------------------------------
+    @staticmethod
+    def _instruction_or(instruction: str | None, default: str | None, kind: str) -> str:
+        if instruction is not None:
+            return instruction
+        if default is None:
+            raise ValueError(f"No instruction given and no default {kind}_instruction set")
+        return default
+
+    def _sorted_batches(
+        self,
+        texts: list[str],
+        instruction: str,
+        batch_size: int,
+        show_progress_bar: bool | None,
+        description: str,
+    ):
+        """Yield (original indices, prompts) batches, longest prompts first."""
+        prompts = self.backend.build_prompts(texts, instruction)
+        lengths = self.backend.token_lengths(prompts)
+        order = sorted(range(len(prompts)), key=lambda index: -lengths[index])
+        if show_progress_bar is None:
+            show_progress_bar = len(texts) >= PROGRESS_BAR_MIN_TEXTS
+        starts = range(0, len(order), batch_size)
+        for start in tqdm(starts, desc=description, unit="batch", disable=not show_progress_bar):
+            indices = order[start : start + batch_size]
+            yield indices, [prompts[index] for index in indices]
+
+    def _embed_batch(self, prompts: list[str]) -> torch.Tensor:
+        if self.description.pooling == "reencode":
+            answers = self.backend.generate(prompts, self.description.max_new_tokens)
+            return self.reencoder.encode(answers, convert_to_tensor=True, show_progress_bar=False).float().cpu()
+        return self.backend.embed(prompts, self.description.pooling, self.description.layer)
+
+    def _encode_sorted(
+        self, texts: list[str], instruction: str, batch_size: int, show_progress_bar: bool | None
+    ) -> torch.Tensor:
+        output = torch.zeros((len(texts), self.dim), dtype=torch.float32)
+        if not texts:
+            return output
+        for indices, prompts in self._sorted_batches(texts, instruction, batch_size, show_progress_bar, "Encoding"):
+            output[indices] = self._embed_batch(prompts)
+        return output
+
+    def __repr__(self) -> str:
+        return f"InBedder(name={self.name!r}, family={self.description.family!r}, pooling={self.pooling!r}, dim={self.dim})"
+
+
+def load_reencoder(path: str | None, device: torch.device) -> SentenceTransformer:
+    """A sentence embedder for ``reencode`` pooling (default: the shipped MiniLM)."""
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(resolve_source(path or DEFAULT_REENCODER), device=str(device))

@@ -1,0 +1,153 @@
+"""The one interface every model family implements.
+
+A backend turns finished prompt strings into vectors (``embed``) or answers
+(``generate``). Nothing above it knows which family runs. To add a family: subclass
+``Backend``, set ``family``, ``auto_class`` and ``padding_side``, implement ``embed`` and
+``generate``, and register the class in ``encoders/__init__.py``'s ``BACKENDS``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import torch
+from transformers import AutoTokenizer, BatchEncoding, PreTrainedModel, PreTrainedTokenizerBase
+
+from ..models import ModelDescription, check_pooling
+from ..prompts import PromptTemplate
+
+
+class Backend(ABC):
+    """A loaded language model of one family, used as an InBedder."""
+
+    family: ClassVar[str]
+    auto_class: ClassVar[Any]
+    padding_side: ClassVar[str]
+    #: poolings this backend computes itself ("reencode" is done above, from ``generate``).
+    native_poolings: ClassVar[tuple[str, ...]]
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        description: ModelDescription,
+    ) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.description = description
+        tokenizer.padding_side = self.padding_side
+        tokenizer.truncation_side = "left"  # the instruction sits at the end: keep it
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self._special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
+
+    @classmethod
+    def load(
+        cls,
+        path: str,
+        description: ModelDescription,
+        *,
+        device: torch.device,
+        dtype: torch.dtype,
+        trust_remote_code: bool = False,
+    ) -> Backend:
+        """Load tokenizer and model from a hub id or a folder."""
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        model = cls.auto_class.from_pretrained(
+            path, dtype=dtype, trust_remote_code=trust_remote_code
+        ).to(device)
+        return cls(model, tokenizer, description)
+
+    # -- prompts -------------------------------------------------------------------------
+    @property
+    def template(self) -> PromptTemplate:
+        return self.description.template
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def hidden_size(self) -> int:
+        config = self.model.config
+        return int(getattr(config, "hidden_size", None) or config.d_model)
+
+    def build_prompts(self, texts: Sequence[str], instruction: str) -> list[str]:
+        """The prompt strings for ``texts`` under ``instruction`` (chat-formatted if asked)."""
+        filled = [self.template.fill(text, instruction) for text in texts]
+        if not self.template.uses_chat:
+            return filled
+        system = {"role": "system", "content": self.template.system_prompt}
+        return [
+            self.tokenizer.apply_chat_template(
+                [system, {"role": "user", "content": prompt}],
+                tokenize=False,
+                add_generation_prompt=True,
+            )
+            for prompt in filled
+        ]
+
+    def tokenize(self, prompts: Sequence[str]) -> BatchEncoding:
+        """Padded, left-truncated token ids on the model's device."""
+        features = self.tokenizer(
+            list(prompts),
+            padding=True,
+            truncation=True,
+            max_length=self.description.max_length,
+            add_special_tokens=not self.template.uses_chat,
+            return_tensors="pt",
+        )
+        return features.to(self.device)
+
+    def token_lengths(self, prompts: Sequence[str]) -> list[int]:
+        """Token count of each prompt after truncation (used to sort batches)."""
+        ids = self.tokenizer(
+            list(prompts),
+            truncation=True,
+            max_length=self.description.max_length,
+            add_special_tokens=not self.template.uses_chat,
+        )["input_ids"]
+        return [len(row) for row in ids]
+
+    # -- the interface -------------------------------------------------------------------
+    @abstractmethod
+    def embed(self, prompts: Sequence[str], pooling: str, layer: int) -> torch.Tensor:
+        """One float32 CPU vector per prompt, pooled as ``pooling`` from ``layer``."""
+
+    @abstractmethod
+    def generate(self, prompts: Sequence[str], max_new_tokens: int) -> list[str]:
+        """The model's greedy answer to each prompt, without the prompt."""
+
+    def check_pooling(self, pooling: str) -> None:
+        check_pooling(self.family, pooling)
+
+    # -- helpers shared by generating families --------------------------------------------
+    def _greedy(self, features: BatchEncoding, max_new_tokens: int, **extra: Any) -> Any:
+        return self.model.generate(
+            **features,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            num_beams=1,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+            pad_token_id=self.tokenizer.pad_token_id,
+            **extra,
+        )
+
+    def _decode(self, token_ids: torch.Tensor) -> list[str]:
+        return [answer.strip() for answer in self.tokenizer.batch_decode(token_ids, skip_special_tokens=True)]
+
+    def _mean_over_answer(self, states: torch.Tensor, predicted: torch.Tensor) -> torch.Tensor:
+        """Mean of the states that predict answer tokens (the reference's ``avg_gen``).
+
+        ``states`` is (batch, steps, hidden): the state at step t predicts ``predicted[:, t]``.
+        States predicting a special token (end of answer, padding) are left out; the first
+        state always counts, as in the reference.
+        """
+        keep = ~torch.isin(predicted, self._special_ids.to(predicted.device))
+        keep[:, 0] = True
+        weights = keep.to(states.dtype).unsqueeze(-1)
+        return (states * weights).sum(1) / weights.sum(1)

