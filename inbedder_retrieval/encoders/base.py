@@ -76,17 +76,13 @@ class Backend(ABC):
 
     def build_prompts(self, texts: Sequence[str], instruction: str) -> list[str]:
         """The prompt strings for ``texts`` under ``instruction`` (chat-formatted if asked)."""
-        filled = [self.template.fill(text, instruction) for text in texts]
         if not self.template.uses_chat:
-            return filled
-        system = {"role": "system", "content": self.template.system_prompt}
+            return [self.template.prompt(text, instruction) for text in texts]
         return [
             self.tokenizer.apply_chat_template(
-                [system, {"role": "user", "content": prompt}],
-                tokenize=False,
-                add_generation_prompt=True,
+                self.template.messages(text, instruction), tokenize=False, add_generation_prompt=True
             )
-            for prompt in filled
+            for text in texts
         ]
 
     def tokenize(self, prompts: Sequence[str]) -> BatchEncoding:
