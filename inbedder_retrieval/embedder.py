@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -165,6 +167,26 @@ class InBedder:
         return self.backend.hidden_size
 
     @property
+    def fingerprint(self) -> str:
+        """Identifies the vectors this model produces: settings, config and a weight sample.
+
+        Two models with the same fingerprint give the same vectors; an index refuses to
+        mix vectors of models whose fingerprints differ.
+        """
+        description = self.description
+        weights = self.backend.model.get_input_embeddings().weight
+        digest = hashlib.sha256()
+        for part in (
+            description.family, description.pooling, str(description.layer), repr(description.template),
+            str(description.mask_length), str(description.max_new_tokens), str(self.dim),
+            _architecture(self.backend.model.config),
+        ):
+            digest.update(part.encode() + b"\0")
+        digest.update(weights[:8].detach().float().cpu().numpy().tobytes())
+        digest.update(weights[-8:].detach().float().cpu().numpy().tobytes())
+        return digest.hexdigest()[:16]
+
+    @property
     def pooling(self) -> str:
         return self.description.pooling
 
@@ -277,6 +299,15 @@ class InBedder:
 
     def __repr__(self) -> str:
         return f"InBedder(name={self.name!r}, family={self.description.family!r}, pooling={self.pooling!r}, dim={self.dim})"
+
+
+def _architecture(config: object) -> str:
+    """The config as JSON, without fields that vary by machine, version or dtype."""
+    settings = {key: value for key, value in config.to_dict().items() if key not in _VOLATILE_CONFIG_KEYS}
+    return json.dumps(settings, sort_keys=True, default=str)
+
+
+_VOLATILE_CONFIG_KEYS = frozenset({"_name_or_path", "transformers_version", "dtype", "torch_dtype", "_commit_hash"})
 
 
 def load_reencoder(path: str | None, device: torch.device) -> SentenceTransformer:

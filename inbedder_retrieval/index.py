@@ -1,0 +1,368 @@
+"""``InstructionIndex``: a corpus stored once, embedded under several instructions.
+
+Each instruction gets its own vector space; a search names its instruction. The index
+folder holds ``index.json`` (the manifest: format, model fingerprint, pooling, dimension,
+backend, instructions and their space names) and the backend's files. Writers take a
+file lock, and every write is one store transaction: a crash leaves the index as it was
+before or after the write, never half-written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from filelock import FileLock, Timeout
+from tqdm.auto import tqdm
+
+from .atomic import atomic_write_bytes
+from .embedder import InBedder
+from .errors import CorruptIndexError, IncompatibleIndexError, IndexLockedError, UnknownInstructionError
+from .prompts import validate_instruction, validate_texts
+from .stores import Document, Filter, Hit, VectorStore, open_store
+
+FORMAT_VERSION = 1
+MANIFEST = "index.json"
+LOCK_FILE = "write.lock"
+
+
+def space_name(instruction: str) -> str:
+    """A stable, backend-safe name for an instruction's vector space."""
+    return "i" + hashlib.sha256(instruction.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class InstructionSpec:
+    """An instruction of the index, the instruction used for queries, and its space."""
+
+    instruction: str
+    query_instruction: str
+    space: str
+
+
+def _check_documents(
+    texts: Sequence[str], ids: Sequence[str] | None, metadatas: Sequence[Mapping[str, Any]] | None
+) -> tuple[list[str], list[str], list[dict[str, Any]]]:
+    """Validate a batch of documents before anything is written."""
+    texts = validate_texts(texts)
+    if ids is None:
+        ids = [uuid.uuid4().hex for _ in texts]
+    ids = list(ids)
+    if len(ids) != len(texts):
+        raise ValueError(f"got {len(ids)} ids for {len(texts)} texts")
+    seen: set[str] = set()
+    for position, doc_id in enumerate(ids):
+        if not isinstance(doc_id, str) or not doc_id:
+            raise TypeError(f"ids[{position}] must be a non-empty str, got {doc_id!r}")
+        if doc_id in seen:
+            raise ValueError(f"ids[{position}] = {doc_id!r} appears twice in one call")
+        seen.add(doc_id)
+    metadatas = [{} for _ in texts] if metadatas is None else list(metadatas)
+    if len(metadatas) != len(texts):
+        raise ValueError(f"got {len(metadatas)} metadatas for {len(texts)} texts")
+    checked = []
+    for position, metadata in enumerate(metadatas):
+        if metadata is None:
+            metadata = {}
+        if not isinstance(metadata, Mapping):
+            raise TypeError(f"metadatas[{position}] must be a mapping, got {type(metadata).__name__}")
+        try:
+            checked.append(json.loads(json.dumps(dict(metadata), allow_nan=False)))
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"metadatas[{position}] is not JSON-serialisable: {error}") from None
+    return texts, ids, checked
+
+
+class InstructionIndex:
+    """Documents x instructions, searchable per instruction.
+
+    Create with ``InstructionIndex.create(path, model, instructions=[...])``, reopen with
+    ``InstructionIndex.open(path)``. Use as a context manager, or call ``close()``.
+    """
+
+    def __init__(self, path: Path, model: InBedder, store: VectorStore, manifest: dict[str, Any], *, lock_timeout: float) -> None:
+        self.path = path
+        self.model = model
+        self.store = store
+        self._manifest = manifest
+        self._manifest_stamp = self._stamp()
+        self._lock = FileLock(str(path / LOCK_FILE))
+        self.lock_timeout = lock_timeout
+
+    # -- creation and opening -------------------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        path: str | Path,
+        model: InBedder | None = None,
+        *,
+        instructions: Iterable[str] = (),
+        backend: str = "faiss",
+        store_options: Mapping[str, Any] | None = None,
+        lock_timeout: float = 10.0,
+    ) -> InstructionIndex:
+        """Create an empty index in the folder ``path`` (which must not hold one)."""
+        path = Path(path)
+        if (path / MANIFEST).exists():
+            raise FileExistsError(f"{path} already holds an index; open it with InstructionIndex.open")
+        model = model or InBedder.from_pretrained()
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "model": {
+                "name": model.name,
+                "fingerprint": model.fingerprint,
+                "pooling": model.pooling,
+                "layer": model.description.layer,
+                "dim": model.dim,
+            },
+            "metric": "cosine",
+            "backend": backend,
+            "store_options": dict(store_options or {}),
+            "instructions": [],
+        }
+        path.mkdir(parents=True, exist_ok=True)
+        store = open_store(backend, path, manifest["store_options"])
+        atomic_write_bytes(path / MANIFEST, json.dumps(manifest, indent=2).encode())
+        index = cls(path, model, store, manifest, lock_timeout=lock_timeout)
+        for instruction in instructions:
+            index.add_instruction(instruction)
+        return index
+
+    @classmethod
+    def open(cls, path: str | Path, model: InBedder | None = None, *, lock_timeout: float = 10.0) -> InstructionIndex:
+        """Open an existing index; without ``model``, load the model it was built with."""
+        path = Path(path)
+        manifest = read_manifest(path)
+        recorded = manifest["model"]
+        if model is None:
+            model = InBedder.from_pretrained(recorded["name"], pooling=recorded["pooling"], layer=recorded["layer"])
+        if model.dim != recorded["dim"]:
+            raise IncompatibleIndexError(
+                f"{path} was built with {recorded['name']!r} (dimension {recorded['dim']}); "
+                f"the given model {model.name!r} gives dimension {model.dim}"
+            )
+        if model.fingerprint != recorded["fingerprint"]:
+            raise IncompatibleIndexError(
+                f"{path} was built with {recorded['name']!r} (pooling {recorded['pooling']!r}, fingerprint "
+                f"{recorded['fingerprint']}); the given model {model.name!r} (pooling {model.pooling!r}, "
+                f"fingerprint {model.fingerprint}) would give incompatible vectors"
+            )
+        store = open_store(manifest["backend"], path, manifest["store_options"])
+        return cls(path, model, store, manifest, lock_timeout=lock_timeout)
+
+    def __enter__(self) -> InstructionIndex:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.store.close()
+
+    # -- manifest -------------------------------------------------------------------------
+    def _stamp(self) -> tuple[int, int]:
+        stat = (self.path / MANIFEST).stat()
+        return stat.st_mtime_ns, stat.st_size
+
+    def _current_manifest(self) -> dict[str, Any]:
+        """The manifest, re-read if another process changed it."""
+        stamp = self._stamp()
+        if stamp != self._manifest_stamp:
+            self._manifest = read_manifest(self.path)
+            self._manifest_stamp = stamp
+        return self._manifest
+
+    def _write_manifest(self, manifest: dict[str, Any]) -> None:
+        atomic_write_bytes(self.path / MANIFEST, json.dumps(manifest, indent=2).encode())
+        self._manifest = manifest
+        self._manifest_stamp = self._stamp()
+
+    @property
+    def specs(self) -> list[InstructionSpec]:
+        return [InstructionSpec(**spec) for spec in self._current_manifest()["instructions"]]
+
+    @property
+    def instructions(self) -> list[str]:
+        """The instructions the corpus is embedded under."""
+        return [spec.instruction for spec in self.specs]
+
+    def _spec(self, instruction: str) -> InstructionSpec:
+        for spec in self.specs:
+            if spec.instruction == instruction:
+                return spec
+        known = "\n  ".join(self.instructions) or "(none yet: add one with add_instruction)"
+        raise UnknownInstructionError(f"{instruction!r} is not an instruction of this index. Its instructions:\n  {known}")
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        try:
+            self._lock.acquire(timeout=self.lock_timeout)
+        except Timeout:
+            raise IndexLockedError(
+                f"{self.path} is locked by another writer (waited {self.lock_timeout:g} s); try again later"
+            ) from None
+        try:
+            known = {spec.space for spec in self.specs}
+            for orphan in set(self.store.spaces()) - known:  # left by a crash between store and manifest
+                self.store.drop_space(orphan)
+            yield
+        finally:
+            self._lock.release()
+
+    # -- writes ---------------------------------------------------------------------------
+    def add(
+        self,
+        texts: Sequence[str],
+        ids: Sequence[str] | None = None,
+        metadatas: Sequence[Mapping[str, Any]] | None = None,
+        instructions: Iterable[str] = (),
+        *,
+        batch_size: int = 64,
+        show_progress_bar: bool | None = None,
+    ) -> list[str]:
+        """Add or replace documents (re-adding an id replaces it) and embed them under every
+        instruction; ``instructions`` not yet in the index are added first. Documents whose
+        id and text are unchanged keep their vectors (no model call). Returns the ids.
+
+        All of it is one transaction: if anything fails, or the process dies, the index
+        stays as it was.
+        """
+        texts, ids, metadatas = _check_documents(list(texts), ids, metadatas)
+        for instruction in instructions:
+            if instruction not in self.instructions:
+                self.add_instruction(instruction)
+        specs = self.specs
+        if not specs and texts:
+            raise ValueError("The index has no instruction yet: pass instructions=[...] or call add_instruction")
+        with self._writing(), self.store.transaction():
+            bar = tqdm(total=len(texts), desc="Indexing", unit="text",
+                       disable=not (show_progress_bar if show_progress_bar is not None else len(texts) >= 256))
+            for start in range(0, len(texts), batch_size):
+                stop = start + batch_size
+                batch = [Document(i, t, m) for i, t, m in zip(ids[start:stop], texts[start:stop], metadatas[start:stop])]
+                self.store.upsert(batch, self._vectors_for(batch, specs, batch_size))
+                bar.update(len(batch))
+            bar.close()
+        self._save()
+        return ids
+
+    def _vectors_for(self, batch: list[Document], specs: list[InstructionSpec], batch_size: int) -> dict[str, np.ndarray]:
+        """Vectors of ``batch`` per space, reusing stored ones where the text is unchanged."""
+        stored = self.store.get([doc.id for doc in batch])
+        unchanged = [doc.id for doc, old in zip(batch, stored) if old is not None and old.text == doc.text]
+        vectors = {}
+        for spec in specs:
+            reused = self.store.get_vectors(spec.space, unchanged) if unchanged else {}
+            todo = [doc for doc in batch if doc.id not in reused]
+            fresh = iter(self.model.encode([doc.text for doc in todo], spec.instruction, batch_size=batch_size)) if todo else iter(())
+            vectors[spec.space] = np.stack([reused[doc.id] if doc.id in reused else next(fresh) for doc in batch])
+        return vectors
+
+    def delete(self, ids: Sequence[str]) -> int:
+        """Delete documents by id; returns how many existed."""
+        with self._writing():
+            removed = self.store.delete(list(ids))
+        self._save()
+        return removed
+
+    def add_instruction(self, instruction: str, query_instruction: str | None = None, *, batch_size: int = 64,
+                        show_progress_bar: bool | None = None) -> None:
+        """Add an instruction and embed the stored corpus under it.
+
+        ``query_instruction`` (default: the instruction itself) embeds search queries, for
+        asymmetric search such as queries phrased as requests.
+        """
+        instruction = validate_instruction(instruction)
+        query_instruction = validate_instruction(query_instruction or instruction)
+        with self._writing():
+            if instruction in self.instructions:
+                raise ValueError(f"{instruction!r} is already an instruction of this index")
+            spec = InstructionSpec(instruction, query_instruction, space_name(instruction))
+            total = len(self.store)
+            bar = tqdm(total=total, desc="Embedding", unit="text",
+                       disable=not (show_progress_bar if show_progress_bar is not None else total >= 256))
+            with self.store.transaction():
+                self.store.create_space(spec.space, self.model.dim)
+                for batch in self.store.iter_documents(batch_size):
+                    vectors = self.model.encode([doc.text for doc in batch], instruction, batch_size=batch_size)
+                    self.store.set_vectors(spec.space, [doc.id for doc in batch], vectors)
+                    bar.update(len(batch))
+            bar.close()
+            manifest = dict(self._manifest)
+            manifest["instructions"] = [*manifest["instructions"], asdict(spec)]
+            self._write_manifest(manifest)
+            self._save()
+
+    def remove_instruction(self, instruction: str) -> None:
+        """Remove an instruction and its vectors (documents stay)."""
+        with self._writing():
+            spec = self._spec(instruction)
+            manifest = dict(self._manifest)
+            manifest["instructions"] = [s for s in manifest["instructions"] if s["instruction"] != instruction]
+            self._write_manifest(manifest)
+            self.store.drop_space(spec.space)
+            self._save()
+
+    def _save(self) -> None:
+        save = getattr(self.store, "save", None)
+        if save is not None:
+            save()
+
+    def save(self) -> None:
+        """Persist everything (writes already persist; this is for explicit checkpoints)."""
+        with self._writing():
+            self._save()
+
+    # -- reads ----------------------------------------------------------------------------
+    def get(self, ids: Sequence[str]) -> list[Document | None]:
+        """Stored documents by id (``None`` where absent)."""
+        return self.store.get(list(ids))
+
+    def search(self, query: str, instruction: str, k: int = 10, filter: Filter | None = None) -> list[Hit]:
+        """The ``k`` documents whose answer to ``instruction`` is closest to the query's."""
+        if not isinstance(query, str) or not query.strip():
+            raise ValueError("query must be a non-empty string")
+        if not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        spec = self._spec(instruction)
+        vector = self.model.encode([query], spec.query_instruction)[0]
+        return self.store.search(spec.space, vector, k, filter)
+
+    def search_by_vector(self, vector: np.ndarray, instruction: str, k: int = 10, filter: Filter | None = None) -> list[Hit]:
+        """Search ``instruction``'s space with a ready vector."""
+        vector = np.asarray(vector, dtype="float32")
+        if vector.shape != (self.model.dim,) or not math.isfinite(float(vector.sum())):
+            raise ValueError(f"vector must be finite with shape ({self.model.dim},), got {vector.shape}")
+        return self.store.search(self._spec(instruction).space, vector, k, filter)
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def info(self) -> dict[str, Any]:
+        """The manifest plus the document count."""
+        return {**self._current_manifest(), "documents": len(self)}
+
+    def __repr__(self) -> str:
+        return f"InstructionIndex({str(self.path)!r}, documents={len(self)}, instructions={len(self.instructions)})"
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """The manifest of the index folder ``path``, checked."""
+    file = path / MANIFEST
+    if not file.exists():
+        raise FileNotFoundError(f"{path} holds no index ({MANIFEST} is missing)")
+    try:
+        manifest = json.loads(file.read_text("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CorruptIndexError(f"{file} is truncated or corrupted: {error}") from None
+    if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
+        raise CorruptIndexError(f"{file} is not an index manifest of format version {FORMAT_VERSION}")
+    return manifest

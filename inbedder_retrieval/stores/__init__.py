@@ -1,0 +1,35 @@
+"""Vector stores behind one protocol (see ``base.VectorStore``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from .base import Document, Filter, Hit, VectorStore
+from .filters import FilterError
+
+
+def _faiss(path: Path, options: dict[str, Any]) -> VectorStore:
+    from .faiss_store import FaissStore
+
+    return FaissStore(path / "faiss-store", **options)
+
+
+#: backend name -> opener(index folder, options) -> store
+STORES: MappingProxyType[str, Callable[[Path, dict[str, Any]], VectorStore]] = MappingProxyType(
+    {"faiss": _faiss}
+)
+
+
+def open_store(backend: str, path: Path, options: dict[str, Any]) -> VectorStore:
+    """Open (or create) the ``backend`` store of the index folder ``path``."""
+    try:
+        opener = STORES[backend]
+    except KeyError:
+        raise ValueError(f"Unknown backend {backend!r}; available: {', '.join(STORES)}") from None
+    return opener(path, dict(options))
+
+
+__all__ = ["STORES", "Document", "Filter", "FilterError", "Hit", "VectorStore", "open_store"]

@@ -1,0 +1,414 @@
+"""Embedded store: documents and vectors in SQLite, one FAISS index per space.
+
+SQLite is the truth and makes every write transaction atomic (a killed writer leaves the
+last committed state). The FAISS indexes are built from it and saved as FAISS files (never
+pickle) stamped with the SQLite generation they reflect; stale files are rebuilt from
+SQLite on open, unreadable ones raise ``CorruptIndexError`` naming the file.
+
+Ids: each (space, document) vector row has an integer ``vid``; FAISS indexes are wrapped
+in ``IndexIDMap2`` keyed by it. Replacing or deleting a vector removes its vid from FAISS
+where the index supports ``remove_ids``; otherwise (HNSW) the vid becomes a tombstone that
+search skips, and the space is rebuilt when tombstones exceed a quarter of it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..atomic import atomic_write_bytes
+from ..errors import CorruptIndexError
+from .base import Document, Filter, Hit, VectorStore
+from .filters import to_sql
+
+logger = logging.getLogger(__name__)
+
+DB_FILE = "store.sqlite"
+FAISS_DIR = "faiss"
+STATE_FILE = "state.json"
+METRICS = ("ip", "l2")
+COMPACT_RATIO = 0.25
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS documents (id TEXT PRIMARY KEY, text TEXT NOT NULL, metadata TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS spaces (name TEXT PRIMARY KEY, dim INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS vectors (
+    vid INTEGER PRIMARY KEY AUTOINCREMENT,
+    space TEXT NOT NULL,
+    doc_id TEXT NOT NULL,
+    vector BLOB NOT NULL,
+    UNIQUE (space, doc_id)
+);
+CREATE INDEX IF NOT EXISTS vectors_by_doc ON vectors (doc_id);
+INSERT OR IGNORE INTO meta VALUES ('generation', '0');
+"""
+
+
+def _faiss():
+    try:
+        import faiss
+    except ImportError as error:  # optional dependency
+        raise ImportError("The FAISS store needs faiss: pip install 'inbedder-retrieval[faiss]'") from error
+    return faiss
+
+
+class FaissStore(VectorStore):
+    """FAISS indexes over SQLite documents, in one folder.
+
+    Args:
+        path: the folder (created if missing).
+        factory: a FAISS ``index_factory`` string: "Flat" (exact, default), "HNSW32",
+            "IVF256,Flat", ... Indexes that need training are trained on the space's
+            vectors when they are (re)built.
+        metric: "ip" (inner product; cosine on unit vectors, the default) or "l2".
+    """
+
+    backend = "faiss"
+
+    def __init__(self, path: str | Path, *, factory: str = "Flat", metric: str = "ip") -> None:
+        if metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+        self.faiss = _faiss()
+        self.path = Path(path)
+        self.factory = factory
+        self.metric = metric
+        self.path.mkdir(parents=True, exist_ok=True)
+        db_path = self.path / DB_FILE
+        try:
+            self._db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False, timeout=60)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as error:
+            raise CorruptIndexError(f"{db_path} is not a readable index database: {error}") from error
+        self._lock = threading.RLock()
+        self._depth = 0
+        self._pending: list[tuple[str, str, Any]] = []
+        self._indexes: dict[str, Any] = {}
+        self._dead: dict[str, int] = {}
+        self._generation = -1
+        self._load()
+
+    # -- loading and saving -------------------------------------------------------------
+    def _db_generation(self) -> int:
+        return int(self._db.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0])
+
+    def _space_dims(self) -> dict[str, int]:
+        return dict(self._db.execute("SELECT name, dim FROM spaces ORDER BY name"))
+
+    def _load(self) -> None:
+        """Load FAISS files if they match the database, else rebuild from it."""
+        generation = self._db_generation()
+        state = self._read_state()
+        dims = self._space_dims()
+        fresh = state.get("generation") == generation and set(state.get("spaces", {})) == set(dims)
+        self._indexes, self._dead = {}, {}
+        for space, dim in dims.items():
+            if fresh:
+                self._indexes[space] = self._read_index(self.path / FAISS_DIR / state["spaces"][space], dim)
+                self._dead[space] = self._indexes[space].ntotal - self._live_count(space)
+            else:
+                self._rebuild(space, dim)
+        if not fresh and dims:
+            logger.info("FAISS files of %s were stale: rebuilt from %s", self.path, DB_FILE)
+        self._generation = generation
+
+    def _read_state(self) -> dict[str, Any]:
+        file = self.path / FAISS_DIR / STATE_FILE
+        if not file.exists():
+            return {}
+        try:
+            return json.loads(file.read_text("utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise CorruptIndexError(f"{file} is corrupted ({error}); delete it to rebuild the FAISS files") from error
+
+    def _read_index(self, file: Path, dim: int) -> Any:
+        try:
+            index = self.faiss.read_index(str(file))
+        except RuntimeError as error:
+            raise CorruptIndexError(
+                f"{file} is truncated or corrupted; delete it (and {STATE_FILE}) to rebuild it from {DB_FILE}"
+            ) from error
+        if index.d != dim:
+            raise CorruptIndexError(f"{file} has dimension {index.d}, the database says {dim}")
+        return index
+
+    def _new_index(self, dim: int) -> Any:
+        faiss = self.faiss
+        metric = faiss.METRIC_INNER_PRODUCT if self.metric == "ip" else faiss.METRIC_L2
+        return faiss.IndexIDMap2(faiss.index_factory(dim, self.factory, metric))
+
+    def _rebuild(self, space: str, dim: int) -> None:
+        """Build the space's FAISS index from the database (also compacts tombstones)."""
+        index = self._new_index(dim)
+        if not index.is_trained:
+            vectors = [np.frombuffer(blob, dtype="<f4") for (blob,) in self._db.execute(
+                "SELECT vector FROM vectors WHERE space=?", (space,))]
+            if vectors:
+                index.train(np.stack(vectors))
+        rows = self._db.execute("SELECT vid, vector FROM vectors WHERE space=? ORDER BY vid", (space,))
+        while batch := rows.fetchmany(4096):
+            if not index.is_trained:
+                break
+            ids = np.array([vid for vid, _ in batch], dtype="int64")
+            index.add_with_ids(np.stack([np.frombuffer(blob, dtype="<f4") for _, blob in batch]), ids)
+        self._indexes[space] = index
+        self._dead[space] = 0
+
+    def save(self) -> None:
+        """Write the FAISS files and their state, each atomically."""
+        with self._lock:
+            folder = self.path / FAISS_DIR
+            folder.mkdir(exist_ok=True)
+            files = {}
+            for number, (space, index) in enumerate(sorted(self._indexes.items())):
+                files[space] = f"space-{number}-{self._generation}.faiss"
+                data = self.faiss.serialize_index(index).tobytes()
+                atomic_write_bytes(folder / files[space], data)
+            state = {"generation": self._generation, "spaces": files}
+            atomic_write_bytes(folder / STATE_FILE, json.dumps(state, indent=1).encode())
+            for old in folder.glob("*.faiss"):
+                if old.name not in files.values():
+                    old.unlink()
+
+    def _refresh(self) -> None:
+        """Reload if another process committed since we last looked."""
+        if self._depth == 0 and self._db_generation() != self._generation:
+            self._load()
+
+    # -- transactions ----------------------------------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
+            self._refresh()
+            self._db.execute("BEGIN IMMEDIATE")
+            self._depth = 1
+            try:
+                yield
+                self._db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key='generation'")
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                self._pending.clear()
+                raise
+            finally:
+                self._depth = 0
+            self._generation = self._db_generation()
+            self._apply_pending()
+
+    def _apply_pending(self) -> None:
+        """Mirror the committed changes into the in-memory FAISS indexes."""
+        pending, self._pending = self._pending, []
+        for kind, space, payload in pending:
+            if kind == "create":
+                self._indexes[space] = self._new_index(payload)
+                self._dead[space] = 0
+            elif kind == "drop":
+                self._indexes.pop(space, None)
+                self._dead.pop(space, None)
+            elif kind == "remove":
+                self._remove_vids(space, payload)
+            else:  # add: read the committed rows back in chunks, so memory stays bounded
+                index = self._indexes[space]
+                if index.is_trained:
+                    self._add_rows(index, payload)
+        for space in list(self._indexes):
+            index = self._indexes[space]
+            if not index.is_trained or self._dead[space] > COMPACT_RATIO * max(index.ntotal, 1):
+                self._rebuild(space, index.d)
+
+    def _add_rows(self, index: Any, vids: list[int]) -> None:
+        for start in range(0, len(vids), 4096):
+            chunk = vids[start : start + 4096]
+            rows = self._db.execute(
+                f"SELECT vid, vector FROM vectors WHERE vid IN ({','.join('?' * len(chunk))})", chunk
+            ).fetchall()
+            if rows:
+                index.add_with_ids(
+                    np.stack([np.frombuffer(blob, dtype="<f4") for _, blob in rows]),
+                    np.array([vid for vid, _ in rows], dtype="int64"),
+                )
+
+    def _remove_vids(self, space: str, vids: np.ndarray) -> None:
+        index = self._indexes.get(space)
+        if index is None or not len(vids):
+            return
+        try:
+            index.remove_ids(vids)
+        except RuntimeError:  # HNSW cannot remove: leave tombstones, search skips them
+            self._dead[space] += len(vids)
+
+    # -- writes ---------------------------------------------------------------------------
+    def create_space(self, space: str, dim: int) -> None:
+        with self.transaction():
+            self._drop(space)
+            self._db.execute("INSERT INTO spaces VALUES (?, ?)", (space, int(dim)))
+            self._pending.append(("create", space, int(dim)))
+
+    def drop_space(self, space: str) -> None:
+        with self.transaction():
+            self._drop(space)
+
+    def _drop(self, space: str) -> None:
+        self._db.execute("DELETE FROM vectors WHERE space=?", (space,))
+        self._db.execute("DELETE FROM spaces WHERE name=?", (space,))
+        self._pending.append(("drop", space, None))
+
+    def upsert(self, documents: Sequence[Document], vectors: Mapping[str, np.ndarray]) -> None:
+        with self.transaction():
+            dims = self._space_dims()
+            if set(vectors) != set(dims):
+                raise ValueError(f"upsert needs vectors for every space {sorted(dims)}, got {sorted(vectors)}")
+            self._db.executemany(
+                "INSERT OR REPLACE INTO documents VALUES (?, ?, ?)",
+                [(doc.id, doc.text, json.dumps(dict(doc.metadata))) for doc in documents],
+            )
+            ids = [doc.id for doc in documents]
+            for space, matrix in vectors.items():
+                self._write_vectors(space, ids, matrix, dims[space])
+
+    def set_vectors(self, space: str, ids: Sequence[str], vectors: np.ndarray) -> None:
+        with self.transaction():
+            self._write_vectors(space, list(ids), vectors, self._space_dims()[space])
+
+    def _write_vectors(self, space: str, ids: list[str], matrix: np.ndarray, dim: int) -> None:
+        matrix = np.ascontiguousarray(matrix, dtype="<f4")
+        if matrix.shape != (len(ids), dim):
+            raise ValueError(f"space {space!r} needs a ({len(ids)}, {dim}) matrix, got {matrix.shape}")
+        self._remove_rows(f"space=? AND doc_id IN ({','.join('?' * len(ids))})", [space, *ids])
+        vids = []
+        for doc_id, row in zip(ids, matrix):
+            cursor = self._db.execute(
+                "INSERT INTO vectors (space, doc_id, vector) VALUES (?, ?, ?)", (space, doc_id, row.tobytes())
+            )
+            vids.append(cursor.lastrowid)
+        self._pending.append(("add", space, vids))
+
+    def _remove_rows(self, where: str, params: list[Any]) -> None:
+        by_space: dict[str, list[int]] = {}
+        for vid, space in self._db.execute(f"SELECT vid, space FROM vectors WHERE {where}", params):
+            by_space.setdefault(space, []).append(vid)
+        self._db.execute(f"DELETE FROM vectors WHERE {where}", params)
+        for space, vids in by_space.items():
+            self._pending.append(("remove", space, np.array(vids, dtype="int64")))
+
+    def delete(self, ids: Sequence[str]) -> int:
+        ids = list(ids)
+        if not ids:
+            return 0
+        marks = ",".join("?" * len(ids))
+        with self.transaction():
+            self._remove_rows(f"doc_id IN ({marks})", ids)
+            return self._db.execute(f"DELETE FROM documents WHERE id IN ({marks})", ids).rowcount
+
+    # -- reads ----------------------------------------------------------------------------
+    def spaces(self) -> list[str]:
+        with self._lock:
+            return list(self._space_dims())
+
+    def get(self, ids: Sequence[str]) -> list[Document | None]:
+        ids = list(ids)
+        with self._lock:
+            found = {}
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                rows = self._db.execute(
+                    f"SELECT id, text, metadata FROM documents WHERE id IN ({','.join('?' * len(chunk))})", chunk
+                )
+                found.update({row[0]: Document(row[0], row[1], json.loads(row[2])) for row in rows})
+        return [found.get(doc_id) for doc_id in ids]
+
+    def get_vectors(self, space: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        ids = list(ids)
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT doc_id, vector FROM vectors WHERE space=? AND doc_id IN ({','.join('?' * len(ids))})",
+                [space, *ids],
+            )
+            return {doc_id: np.frombuffer(blob, dtype="<f4").copy() for doc_id, blob in rows}
+
+    def iter_documents(self, batch_size: int = 256) -> Iterator[list[Document]]:
+        last = None
+        while True:
+            with self._lock:
+                query = "SELECT id, text, metadata FROM documents"
+                rows = self._db.execute(
+                    query + (" WHERE id > ?" if last is not None else "") + " ORDER BY id LIMIT ?",
+                    ([last] if last is not None else []) + [batch_size],
+                ).fetchall()
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield [Document(row[0], row[1], json.loads(row[2])) for row in rows]
+
+    def _live_count(self, space: str) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM vectors WHERE space=?", (space,)).fetchone()[0]
+
+    def search(self, space: str, vector: np.ndarray, k: int, filter: Filter | None = None) -> list[Hit]:
+        with self._lock:
+            self._refresh()
+            index = self._indexes[space]
+            params = None
+            if filter is not None:
+                where, values = to_sql(filter, "d.metadata")
+                allowed = np.fromiter(
+                    (vid for (vid,) in self._db.execute(
+                        "SELECT v.vid FROM vectors v JOIN documents d ON d.id = v.doc_id "
+                        f"WHERE v.space = ? AND {where}", [space, *values])),
+                    dtype="int64",
+                )
+                if not len(allowed):
+                    return []
+                params = self._search_parameters(index, self.faiss.IDSelectorBatch(allowed))
+            fetch = min(k + self._dead[space], index.ntotal)
+            if fetch <= 0:
+                return []
+            query = np.ascontiguousarray(vector, dtype="float32").reshape(1, -1)
+            scores, vids = index.search(query, fetch, params=params)
+            order = [int(vid) for vid in vids[0] if vid >= 0]
+            if not order:
+                return []
+            rows = self._db.execute(
+                "SELECT v.vid, d.id, d.text, d.metadata FROM vectors v JOIN documents d ON d.id = v.doc_id "
+                f"WHERE v.vid IN ({','.join('?' * len(order))})", order,
+            )
+            found = {row[0]: row[1:] for row in rows}
+        sign = 1.0 if self.metric == "ip" else -1.0
+        hits = [
+            Hit(found[vid][0], found[vid][1], json.loads(found[vid][2]), sign * float(score))
+            for vid, score in zip(vids[0], scores[0])
+            if vid in found
+        ]
+        return hits[:k]
+
+    def _search_parameters(self, index: Any, selector: Any) -> Any:
+        faiss = self.faiss
+        inner = faiss.downcast_index(index.index)
+        kind = faiss.SearchParametersHNSW if isinstance(inner, faiss.IndexHNSW) else (
+            faiss.SearchParametersIVF if isinstance(inner, faiss.IndexIVF) else faiss.SearchParameters)
+        return kind(sel=selector)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM documents").fetchone()[0]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
