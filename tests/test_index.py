@@ -1,0 +1,252 @@
+"""InstructionIndex on a tiny model: features, bad input and reliability."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from inbedder_retrieval import InBedder
+from inbedder_retrieval.errors import CorruptIndexError, IncompatibleIndexError, IndexLockedError, UnknownInstructionError
+from inbedder_retrieval.index import InstructionIndex
+
+Q1, Q2, Q3 = "How does the customer feel?", "Which product is discussed?", "What does the customer want?"
+TEXTS = [f"message number {i} about item {i % 3} and mood {i % 2}" for i in range(12)]
+IDS = [f"doc-{i}" for i in range(12)]
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model_dir):
+    return InBedder.from_pretrained(tiny_model_dir("llama"), device="cpu")
+
+
+@pytest.fixture()
+def index(tmp_path, model):
+    with InstructionIndex.create(tmp_path / "idx", model, instructions=[Q1, Q2]) as created:
+        created.add(TEXTS, ids=IDS, metadatas=[{"i": i, "even": i % 2 == 0} for i in range(12)])
+        yield created
+
+
+def test_add_search_get(index, model):
+    assert len(index) == 12 and index.instructions == [Q1, Q2]
+    hits = index.search(TEXTS[4], Q1, k=3)
+    assert hits[0].id == "doc-4" and hits[0].text == TEXTS[4] and hits[0].metadata == {"i": 4, "even": True}
+    assert hits[0].score == pytest.approx(1.0, abs=1e-5)
+    assert index.get(["doc-1", "nope"])[0].text == TEXTS[1] and index.get(["nope"]) == [None]
+    filtered = index.search(TEXTS[4], Q2, k=12, filter={"even": False})
+    assert len(filtered) == 6 and all(hit.metadata["i"] % 2 for hit in filtered)
+    stored = index.store.get_vectors(index._spec(Q2).space, ["doc-5"])["doc-5"]
+    np.testing.assert_allclose(stored, model.encode([TEXTS[5]], Q2)[0], atol=1e-6)
+
+
+def test_upsert_replaces_and_delete_removes(index):
+    index.add(["a completely new text"], ids=["doc-3"], metadatas=[{"new": True}])
+    assert len(index) == 12
+    assert index.get(["doc-3"])[0].metadata == {"new": True}
+    assert index.search("a completely new text", Q1, k=1)[0].id == "doc-3"
+    assert index.delete(["doc-3", "doc-0", "missing"]) == 2
+    assert len(index) == 10
+    assert {h.id for h in index.search(TEXTS[0], Q1, k=12)}.isdisjoint({"doc-0", "doc-3"})
+
+
+def test_add_and_remove_instruction(index, model):
+    index.add_instruction(Q3, query_instruction="What is the customer asking for?")
+    assert index.instructions == [Q1, Q2, Q3]
+    stored = index.store.get_vectors(index._spec(Q3).space, IDS[:3])
+    np.testing.assert_allclose(np.stack([stored[i] for i in IDS[:3]]), model.encode(TEXTS[:3], Q3), atol=1e-6)
+    query = model.encode(["x y"], "What is the customer asking for?")[0]
+    assert index.search("x y", Q3, k=2) == index.search_by_vector(query, Q3, k=2)
+    with pytest.raises(ValueError, match="already an instruction"):
+        index.add_instruction(Q3)
+    index.remove_instruction(Q2)
+    assert index.instructions == [Q1, Q3] and len(index.store.spaces()) == 2
+    with pytest.raises(UnknownInstructionError, match="Its instructions:\n  How does the customer feel"):
+        index.search("x", Q2)
+
+
+def test_new_instructions_in_add_and_empty_index(tmp_path, model):
+    with InstructionIndex.create(tmp_path / "idx", model) as index:
+        with pytest.raises(ValueError, match="no instruction yet"):
+            index.add(["text"])
+        ids = index.add(["one text", "two text"], instructions=[Q1])
+        assert len(ids) == 2 and len(set(ids)) == 2 and index.instructions == [Q1]
+
+
+def test_unchanged_texts_are_not_embedded_again(index, monkeypatch):
+    calls = []
+    original = index.model.encode
+    monkeypatch.setattr(index.model, "encode", lambda texts, *a, **k: calls.append(list(texts)) or original(texts, *a, **k))
+    index.add(TEXTS, ids=IDS)
+    assert calls == []
+    index.add([TEXTS[0], "changed"], ids=[IDS[0], IDS[1]])
+    assert calls == [["changed"], ["changed"]]
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"texts": ["ok", None]}, TypeError, r"texts\[1\] is NoneType"),
+        ({"texts": ["ok", 5]}, TypeError, r"texts\[1\] is int"),
+        ({"texts": ["ok", " "]}, ValueError, r"texts\[1\] is empty"),
+        ({"texts": ["a", "b"], "ids": ["x", "x"]}, ValueError, r"ids\[1\] = 'x' appears twice"),
+        ({"texts": ["a"], "ids": [7]}, TypeError, r"ids\[0\] must be a non-empty str"),
+        ({"texts": ["a", "b"], "ids": ["x"]}, ValueError, "got 1 ids for 2 texts"),
+        ({"texts": ["a"], "metadatas": [{"when": object()}]}, ValueError, r"metadatas\[0\] is not JSON-serialisable"),
+        ({"texts": ["a"], "metadatas": [{"x": float("nan")}]}, ValueError, r"metadatas\[0\] is not JSON"),
+        ({"texts": ["a"], "metadatas": ["tag"]}, TypeError, r"metadatas\[0\] must be a mapping"),
+    ],
+)
+def test_bad_documents_write_nothing(index, kwargs, error, match):
+    texts = kwargs.pop("texts")
+    with pytest.raises(error, match=match):
+        index.add(texts, **kwargs)
+    assert len(index) == 12 and index.get(["x"]) == [None]
+
+
+def test_bad_queries(index):
+    with pytest.raises(ValueError, match="query must be a non-empty string"):
+        index.search("", Q1)
+    with pytest.raises(ValueError, match="k must be a positive integer"):
+        index.search("x", Q1, k=0)
+    with pytest.raises(ValueError, match="vector must be finite"):
+        index.search_by_vector(np.zeros(3), Q1)
+
+
+def test_reopen_with_the_recorded_model(index, tmp_path):
+    expected = index.search(TEXTS[2], Q2, k=4)
+    index.close()
+    with InstructionIndex.open(tmp_path / "idx") as again:  # loads the model named in index.json
+        assert len(again) == 12 and again.instructions == [Q1, Q2]
+        assert again.search(TEXTS[2], Q2, k=4) == expected
+        info = again.info()
+        assert info["model"]["dim"] == 32 and info["documents"] == 12 and info["format_version"] == 1
+
+
+def test_other_model_or_dimension_is_refused(index, tmp_path, tiny_model_dir):
+    index.close()
+    other = InBedder.from_pretrained(tiny_model_dir("gpt2"), device="cpu")
+    with pytest.raises(IncompatibleIndexError, match="incompatible vectors"):
+        InstructionIndex.open(tmp_path / "idx", other)
+    wider = InBedder.from_pretrained(tiny_model_dir("llama"), device="cpu", pooling="reencode")
+    with pytest.raises(IncompatibleIndexError, match="gives dimension 384"):
+        InstructionIndex.open(tmp_path / "idx", wider)
+
+
+def test_corrupted_files_give_clear_errors(index, tmp_path):
+    root = tmp_path / "idx"
+    index.close()
+    faiss_file = next((root / "faiss-store" / "faiss").glob("*.faiss"))
+    original = faiss_file.read_bytes()
+    faiss_file.write_bytes(original[: len(original) // 2])
+    with pytest.raises(CorruptIndexError, match=faiss_file.name):
+        InstructionIndex.open(root)
+    assert faiss_file.read_bytes() == original[: len(original) // 2]  # nothing overwritten
+    faiss_file.write_bytes(original)
+    manifest = root / "index.json"
+    manifest.write_text(manifest.read_text()[:40])
+    with pytest.raises(CorruptIndexError, match="index.json is truncated or corrupted"):
+        InstructionIndex.open(root)
+
+
+def test_corrupted_database_gives_clear_error(tmp_path, model):
+    with InstructionIndex.create(tmp_path / "idx", model, instructions=[Q1]) as index:
+        index.add(["one"])
+    database = tmp_path / "idx" / "faiss-store" / "store.sqlite"
+    for side in ("-wal", "-shm"):
+        (tmp_path / "idx" / "faiss-store" / f"store.sqlite{side}").unlink(missing_ok=True)
+    database.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(CorruptIndexError, match="store.sqlite"):
+        InstructionIndex.open(tmp_path / "idx", model)
+
+
+def test_stale_faiss_files_are_rebuilt_from_the_database(index, tmp_path):
+    expected = index.search(TEXTS[7], Q1, k=5)
+    index.close()
+    (tmp_path / "idx" / "faiss-store" / "faiss" / "state.json").unlink()  # as after a crash before saving
+    with InstructionIndex.open(tmp_path / "idx") as again:
+        assert again.search(TEXTS[7], Q1, k=5) == expected
+
+
+def _child(code: str, tmp_path) -> subprocess.Popen:
+    script = tmp_path / "child.py"
+    script.write_text(textwrap.dedent(code))
+    return subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def _wait_for(marker, process, seconds=120):
+    deadline = time.time() + seconds
+    while not marker.exists():
+        assert process.poll() is None, process.stdout.read().decode()
+        assert time.time() < deadline, "child did not reach the marker"
+        time.sleep(0.05)
+
+
+def test_killed_writer_leaves_the_index_as_before(index, tmp_path):
+    expected = index.search(TEXTS[1], Q1, k=3)
+    index.close()
+    marker = tmp_path / "marker"
+    child = _child(f"""
+        import pathlib, time
+        from inbedder_retrieval.index import InstructionIndex
+        index = InstructionIndex.open({str(tmp_path / 'idx')!r})
+        original, calls = index.model.encode, []
+        def slow(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == 5:  # two batches written under both instructions, third batch pending
+                pathlib.Path({str(marker)!r}).touch()
+                time.sleep(600)
+            return original(*args, **kwargs)
+        index.model.encode = slow
+        index.add([f"new text {{i}}" for i in range(40)], ids=["doc-0"] + [f"new-{{i}}" for i in range(39)], batch_size=8)
+    """, tmp_path)
+    _wait_for(marker, child)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    with InstructionIndex.open(tmp_path / "idx") as again:
+        assert len(again) == 12
+        assert again.get(["doc-0", "new-1"])[0].text == TEXTS[0] and again.get(["new-1"]) == [None]
+        assert again.search(TEXTS[1], Q1, k=3) == expected
+        again.add(["after the crash"], ids=["new-1"])  # the lock was released by the kernel
+        assert len(again) == 13
+
+
+def test_second_writer_gets_a_clear_error_and_readers_keep_working(index, tmp_path):
+    marker = tmp_path / "marker"
+    child = _child(f"""
+        import pathlib, time
+        from inbedder_retrieval.index import InstructionIndex
+        index = InstructionIndex.open({str(tmp_path / 'idx')!r})
+        with index._writing():
+            pathlib.Path({str(marker)!r}).touch()
+            time.sleep(600)
+    """, tmp_path)
+    try:
+        _wait_for(marker, child)
+        index.lock_timeout = 0.2
+        with pytest.raises(IndexLockedError, match="locked by another writer"):
+            index.add(["blocked"], ids=["blocked"])
+        assert index.search(TEXTS[3], Q1, k=1)[0].id == "doc-3"
+        assert len(index) == 12 and index.get(["blocked"]) == [None]
+    finally:
+        child.kill()
+        child.wait()
+    index.add(["now it works"], ids=["blocked"])
+    assert len(index) == 13
+
+
+def test_a_second_process_sees_committed_writes(index, tmp_path):
+    child = _child(f"""
+        from inbedder_retrieval.index import InstructionIndex
+        with InstructionIndex.open({str(tmp_path / 'idx')!r}) as other:
+            other.add(["written by another process"], ids=["other"])
+            other.add_instruction({Q3!r})
+    """, tmp_path)
+    assert child.wait(timeout=120) == 0, child.stdout.read().decode()
+    assert len(index) == 13 and index.instructions == [Q1, Q2, Q3]
+    assert index.search("written by another process", Q3, k=1)[0].id == "other"

@@ -1,0 +1,137 @@
+"""One suite for every store backend (and FAISS index type)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from inbedder_retrieval.stores import Document, FilterError, open_store
+
+DIM = 8
+BACKENDS = [("faiss", {}), ("faiss", {"factory": "HNSW16"})]
+
+
+def unit(rows: np.ndarray) -> np.ndarray:
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype("float32")
+
+
+@pytest.fixture(params=BACKENDS, ids=[f"{b}-{o.get('factory', 'Flat')}" for b, o in BACKENDS])
+def make_store(request, tmp_path):
+    backend, options = request.param
+    opened = []
+
+    def make():
+        store = open_store(backend, tmp_path, options)
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture()
+def filled(make_store):
+    store = make_store()
+    store.create_space("a", DIM)
+    store.create_space("b", DIM)
+    rng = np.random.default_rng(0)
+    docs = [Document(f"d{i}", f"text {i}", {"n": i, "colour": ["red", "blue"][i % 2]}) for i in range(20)]
+    vectors = {"a": unit(rng.normal(size=(20, DIM))), "b": unit(rng.normal(size=(20, DIM)))}
+    store.upsert(docs, vectors)
+    return store, docs, vectors
+
+
+def test_upsert_get_search(filled):
+    store, docs, vectors = filled
+    assert len(store) == 20 and sorted(store.spaces()) == ["a", "b"]
+    assert store.get(["d3", "missing", "d0"]) == [docs[3], None, docs[0]]
+    for space in ("a", "b"):
+        hits = store.search(space, vectors[space][5], k=3)
+        assert hits[0].id == "d5" and hits[0].score == pytest.approx(1.0, abs=1e-5)
+        assert hits[0].text == "text 5" and hits[0].metadata == {"n": 5, "colour": "blue"}
+        assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    np.testing.assert_allclose(store.get_vectors("a", ["d2"])["d2"], vectors["a"][2])
+
+
+def test_upsert_replaces_text_metadata_and_vectors(filled):
+    store, _, vectors = filled
+    new = {"a": vectors["a"][7:8], "b": vectors["b"][7:8]}
+    store.upsert([Document("d1", "replaced", {"n": 100})], new)
+    assert len(store) == 20
+    assert store.get(["d1"])[0] == Document("d1", "replaced", {"n": 100})
+    hits = store.search("a", vectors["a"][7], k=2)
+    assert {h.id for h in hits} == {"d1", "d7"}
+    assert all(h.id != "d1" for h in store.search("a", vectors["a"][1], k=1))
+
+
+def test_delete(filled):
+    store, _, vectors = filled
+    assert store.delete(["d4", "nope"]) == 1
+    assert len(store) == 19 and store.get(["d4"]) == [None]
+    assert all(h.id != "d4" for h in store.search("a", vectors["a"][4], k=19))
+    assert len(store.search("a", vectors["a"][4], k=50)) == 19
+
+
+def test_filters(filled):
+    store, _, vectors = filled
+    query = vectors["a"][0]
+    assert {h.id for h in store.search("a", query, 20, {"colour": "blue"})} == {f"d{i}" for i in range(1, 20, 2)}
+    assert {h.metadata["n"] for h in store.search("a", query, 20, {"n": {"$gte": 17}})} == {17, 18, 19}
+    assert {h.metadata["n"] for h in store.search("a", query, 20, {"n": {"$in": [2, 3]}})} == {2, 3}
+    either = {"$or": [{"n": 1}, {"n": {"$lt": 1}}]}
+    assert {h.metadata["n"] for h in store.search("a", query, 20, either)} == {0, 1}
+    assert store.search("a", query, 5, {"colour": "green"}) == []
+    with pytest.raises(FilterError, match=r"Unsupported filter operator '\$regex'"):
+        store.search("a", query, 5, {"colour": {"$regex": "r.*"}})
+    with pytest.raises(FilterError, match="Unsupported filter field"):
+        store.search("a", query, 5, {"bad key') OR 1=1 --": 1})
+
+
+def test_transaction_rolls_back_everything(filled):
+    store, docs, vectors = filled
+    with pytest.raises(RuntimeError):
+        with store.transaction():
+            store.delete(["d0", "d1"])
+            store.upsert([Document("new", "new", {})], {s: v[:1] for s, v in vectors.items()})
+            raise RuntimeError("crash")
+    assert len(store) == 20 and store.get(["new", "d0"]) == [None, docs[0]]
+    assert store.search("a", vectors["a"][0], k=1)[0].id == "d0"
+
+
+def test_reopen_gives_the_same_results(filled, make_store):
+    store, _, vectors = filled
+    store.save() if hasattr(store, "save") else None
+    before = store.search("b", vectors["b"][9], k=5)
+    store.close()
+    again = make_store()
+    assert len(again) == 20
+    assert again.search("b", vectors["b"][9], k=5) == before
+
+
+def test_drop_space_and_iterate(filled):
+    store, docs, _ = filled
+    store.drop_space("b")
+    assert store.spaces() == ["a"]
+    batches = list(store.iter_documents(batch_size=7))
+    assert [len(b) for b in batches] == [7, 7, 6]
+    assert sorted(d.id for b in batches for d in b) == sorted(d.id for d in docs)
+
+
+def test_many_replacements_never_return_stale_vectors(make_store):
+    """HNSW cannot remove ids: tombstones and compaction must keep results right."""
+    store = make_store()
+    store.create_space("a", DIM)
+    rng = np.random.default_rng(1)
+    current = {}
+    for _round in range(6):
+        ids = [f"d{i}" for i in range(30)]
+        matrix = unit(rng.normal(size=(30, DIM)))
+        store.upsert([Document(i, i, {}) for i in ids], {"a": matrix})
+        current = dict(zip(ids, matrix))
+        store.delete(["d0"])
+        current.pop("d0")
+    assert len(store) == 29
+    for doc_id in ("d3", "d17"):
+        assert store.search("a", current[doc_id], k=1)[0].id == doc_id
+    assert len(store.search("a", current["d3"], k=100)) == 29
