@@ -16,7 +16,7 @@ from transformers import AutoConfig
 
 from .encoders import BACKENDS, Backend, infer_family
 from .models import DEFAULT_MODEL, REGISTRY, ModelDescription, check_pooling, get_model
-from .prompts import validate_instruction, validate_texts
+from .prompts import PromptTemplate, validate_instruction, validate_texts
 from .weights import DEFAULT_REENCODER, resolve_source
 
 if TYPE_CHECKING:
@@ -113,6 +113,7 @@ class InBedder:
         max_length: int = 512,
         trust_remote_code: bool = False,
         reencoder: str | SentenceTransformer | None = None,
+        template: PromptTemplate | None = None,
         query_instruction: str | None = None,
         document_instruction: str | None = None,
     ) -> InBedder:
@@ -129,6 +130,7 @@ class InBedder:
             trust_remote_code: run code shipped with a hub model (off unless you ask).
             reencoder: sentence embedder for ``reencode`` pooling (a path or a loaded
                 ``SentenceTransformer``); default the shipped all-MiniLM-L6-v2.
+            template: override the model's prompt template (see ``PromptTemplate``).
             query_instruction, document_instruction: defaults for ``encode_queries`` and
                 ``encode_documents``.
         """
@@ -139,7 +141,9 @@ class InBedder:
             description = describe_unregistered(name, trust_remote_code)
         else:
             get_model(name)  # raises a KeyError that lists the known models
-        description = description.with_overrides(max_length=max_length, pooling=pooling, layer=layer)
+        description = description.with_overrides(
+            max_length=max_length, pooling=pooling, layer=layer, template=template
+        )
         check_pooling(description.family, description.pooling)
         torch_device = choose_device(device)
         backend = BACKENDS[description.family].load(

@@ -50,3 +50,17 @@ def test_default_beats_a_plain_sentence_embedder_on_the_harder_aspect(default_mo
     assert plain[harder] < 0.5, plain  # a plain embedder follows one aspect only
     assert ours[harder] > plain[harder] + 0.3, (ours, plain)
     assert min(ours.values()) > 0.6, ours
+
+
+def test_default_model_prefix_reuse_equals_plain_path(default_model):
+    texts = [record["text"] for record in load_sample("demo_reviews")[6:12]]
+    backend = default_model.backend
+    assert len(backend._prefix_ids) > 200  # system prompt and few-shot examples
+    reused = default_model.encode(texts, INSTRUCTION, normalize=False)
+    backend.reuse_prefix = False
+    try:
+        plain = default_model.encode(texts, INSTRUCTION, normalize=False)
+    finally:
+        backend.reuse_prefix = True
+    np.testing.assert_allclose(reused, plain, atol=1e-3, rtol=1e-5)
+    assert np.abs(reused - plain).max() / np.abs(plain).max() < 1e-5

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from inbedder_retrieval import InBedder
+from inbedder_retrieval import InBedder, PromptTemplate
 
 TEXTS = [
     "The pasta was cold and the waiter ignored us for twenty minutes.",
@@ -163,3 +163,29 @@ def test_layer_and_normalisation_options(tiny_model_dir):
     tensor = model.encode(TEXTS, INSTRUCTION, convert_to="torch")
     assert isinstance(tensor, torch.Tensor) and tensor.dtype == torch.float32
     assert model.encode(TEXTS[0], INSTRUCTION).shape == (model.dim,)
+
+
+FEW_SHOT = PromptTemplate(examples=(
+    ("The pasta was cold and the waiter ignored us.", "How does the customer feel?", "Annoyed"),
+    ("My laptop battery lasts all day, I love it.", "Which product is discussed?", "Laptop"),
+))
+
+
+@pytest.mark.parametrize("kind", CAUSAL)
+def test_shared_prefix_reuse_equals_the_plain_path(tiny_model_dir, kind):
+    model = load(tiny_model_dir, kind, template=FEW_SHOT)
+    backend = model.backend
+    assert len(backend._prefix_ids) >= backend.MIN_SHARED_PREFIX
+    prompts = backend.build_prompts(TEXTS, INSTRUCTION)
+    assert all(prompt.startswith(backend.constant_prefix()) for prompt in prompts)
+    calls = []
+    original = backend._embed_after_prefix
+    backend._embed_after_prefix = lambda *args: calls.append(1) or original(*args)
+    reused = model.encode(TEXTS, INSTRUCTION, normalize=False, batch_size=3)
+    assert calls, "the prefix path was not taken"
+    backend.reuse_prefix = False
+    plain = model.encode(TEXTS, INSTRUCTION, normalize=False, batch_size=3)
+    np.testing.assert_allclose(reused, plain, atol=1e-5)
+    backend.reuse_prefix = True
+    truncated = load(tiny_model_dir, kind, template=FEW_SHOT, max_length=40)  # prefix cut: plain path
+    assert truncated.encode(TEXTS, INSTRUCTION).shape == (len(TEXTS), truncated.dim)

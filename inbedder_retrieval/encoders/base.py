@@ -85,6 +85,16 @@ class Backend(ABC):
             for text in texts
         ]
 
+    def constant_prefix(self) -> str:
+        """The part of every prompt before the input text (system prompt, examples, header).
+
+        The template puts the input first, so this part is the same for every text and
+        every instruction; backends may encode it once and reuse it.
+        """
+        sentinel = "\u2063INBEDDER-INPUT\u2063"
+        (prompt,) = self.build_prompts([sentinel], "instruction")
+        return prompt.split(sentinel, 1)[0]
+
     def tokenize(self, prompts: Sequence[str]) -> BatchEncoding:
         """Padded, left-truncated token ids on the model's device."""
         features = self.tokenizer(
