@@ -9,6 +9,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from .errors import InBedderError
+
 Handler = Callable[[argparse.Namespace], int]
 
 
@@ -73,10 +75,87 @@ def cmd_answer(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_index_create(args: argparse.Namespace) -> int:
+    from .index import InstructionIndex
+
+    model = _load_model(args)
+    options = {"factory": args.factory} if args.backend == "faiss" and args.factory else {}
+    with InstructionIndex.create(args.path, model, instructions=args.instruction or (),
+                                 backend=args.backend, store_options=options) as index:
+        print(f"Created {index}")
+    return 0
+
+
+def cmd_index_add(args: argparse.Namespace) -> int:
+    from .index import InstructionIndex
+    from .io import read_documents
+
+    texts, ids, metadatas = read_documents(args.input, args.text_field, args.id_field)
+    with InstructionIndex.open(args.path) as index:
+        index.add(texts, ids=ids, metadatas=metadatas, instructions=args.instruction or (),
+                  batch_size=args.batch_size, show_progress_bar=True)
+        print(f"Added {len(texts)} documents: {index}")
+    return 0
+
+
+def cmd_index_add_instruction(args: argparse.Namespace) -> int:
+    from .index import InstructionIndex
+
+    with InstructionIndex.open(args.path) as index:
+        index.add_instruction(args.instruction, args.query_instruction, show_progress_bar=True)
+        print(f"Added instruction {args.instruction!r}: {index}")
+    return 0
+
+
+def cmd_index_remove_instruction(args: argparse.Namespace) -> int:
+    from .index import InstructionIndex
+
+    with InstructionIndex.open(args.path) as index:
+        index.remove_instruction(args.instruction)
+        print(f"Removed instruction {args.instruction!r}: {index}")
+    return 0
+
+
+def cmd_index_delete(args: argparse.Namespace) -> int:
+    from .index import InstructionIndex
+
+    with InstructionIndex.open(args.path) as index:
+        print(f"Deleted {index.delete(args.ids)} of {len(args.ids)} ids: {index}")
+    return 0
+
+
+def cmd_index_info(args: argparse.Namespace) -> int:
+    from .index import InstructionIndex, read_manifest
+    from pathlib import Path
+
+    if args.no_model:
+        print(json.dumps(read_manifest(Path(args.path)), indent=2))
+        return 0
+    with InstructionIndex.open(args.path) as index:
+        print(json.dumps(index.info(), indent=2, ensure_ascii=False))
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from .index import InstructionIndex
+
+    search_filter = json.loads(args.filter) if args.filter else None
+    with InstructionIndex.open(args.path) as index:
+        hits = index.search(args.query, args.instruction, k=args.k, filter=search_filter)
+    if args.json:
+        for hit in hits:
+            print(json.dumps({"id": hit.id, "score": hit.score, "text": hit.text, "metadata": hit.metadata}, ensure_ascii=False))
+        return 0
+    print(f"{'score':>6}  {'id':12} text")
+    for hit in hits:
+        print(f"{hit.score:6.3f}  {hit.id:12} {hit.text}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    run_demo(_load_model(args) if args.model or args.pooling else None)
+    run_demo(_load_model(args) if args.model or args.pooling else None, path=args.path, k=args.k)
     return 0
 
 
@@ -106,10 +185,66 @@ def build_parser() -> argparse.ArgumentParser:
     _model_options(answer)
     answer.set_defaults(handler=cmd_answer)
 
-    demo = commands.add_parser("demo", help="show instruction-dependent neighbours on a shipped sample",
-                               description="Embed shipped customer messages under two instructions and print neighbours.")
+    demo = commands.add_parser("demo", help="index a shipped corpus under three instructions and search it",
+                               description="Index 288 shipped support messages under three instructions "
+                                           "and search one query under each.")
     _model_options(demo)
+    demo.add_argument("--path", default=None, help="where to keep the demo index (default: a temporary folder)")
+    demo.add_argument("-k", type=int, default=5, help="results per instruction (default 5)")
     demo.set_defaults(handler=cmd_demo)
+    index = commands.add_parser("index", help="create and update instruction-aware indexes",
+                                description="Create, fill and inspect an instruction-aware index.")
+    actions = index.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = actions.add_parser("create", help="create an empty index", description="Create an empty index in PATH.")
+    create.add_argument("path", help="index folder")
+    create.add_argument("--backend", choices=("faiss", "qdrant"), default="faiss", help="vector store (default faiss)")
+    create.add_argument("--instruction", "-q", action="append", help="an instruction (repeatable)")
+    create.add_argument("--factory", default=None, help="FAISS index_factory string (default Flat; e.g. HNSW32)")
+    _model_options(create)
+    create.set_defaults(handler=cmd_index_create)
+
+    add = actions.add_parser("add", help="add or replace documents from a .jsonl file",
+                             description="Add documents ({'id', 'text', ...} per line; other fields become metadata).")
+    add.add_argument("path", help="index folder")
+    add.add_argument("--input", "-i", required=True, help=".jsonl documents")
+    add.add_argument("--text-field", default="text", help="field holding the text (default text)")
+    add.add_argument("--id-field", default="id", help="field holding the id (default id; ids are generated if absent)")
+    add.add_argument("--instruction", "-q", action="append", help="also add this instruction (repeatable)")
+    add.add_argument("--batch-size", type=int, default=64, help="documents per batch (default 64)")
+    add.set_defaults(handler=cmd_index_add)
+
+    add_instruction = actions.add_parser("add-instruction", help="embed the stored corpus under a new instruction",
+                                         description="Add an instruction and embed every stored document under it.")
+    add_instruction.add_argument("path", help="index folder")
+    add_instruction.add_argument("instruction", help="the new instruction")
+    add_instruction.add_argument("--query-instruction", default=None, help="instruction for queries (default: the same)")
+    add_instruction.set_defaults(handler=cmd_index_add_instruction)
+
+    remove_instruction = actions.add_parser("remove-instruction", help="drop an instruction and its vectors",
+                                            description="Remove an instruction; documents stay.")
+    remove_instruction.add_argument("path", help="index folder")
+    remove_instruction.add_argument("instruction", help="the instruction to remove")
+    remove_instruction.set_defaults(handler=cmd_index_remove_instruction)
+
+    delete = actions.add_parser("delete", help="delete documents by id", description="Delete documents by id.")
+    delete.add_argument("path", help="index folder")
+    delete.add_argument("ids", nargs="+", help="document ids")
+    delete.set_defaults(handler=cmd_index_delete)
+
+    info = actions.add_parser("info", help="print the manifest and counts", description="Print the index manifest.")
+    info.add_argument("path", help="index folder")
+    info.add_argument("--no-model", action="store_true", help="print the manifest without loading the model")
+    info.set_defaults(handler=cmd_index_info)
+
+    search = commands.add_parser("search", help="search an index under one instruction",
+                                 description="Search PATH for QUERY as seen through INSTRUCTION.")
+    search.add_argument("path", help="index folder")
+    search.add_argument("query", help="the query text")
+    search.add_argument("--instruction", "-q", required=True, help="one of the index's instructions")
+    search.add_argument("-k", type=int, default=10, help="number of results (default 10)")
+    search.add_argument("--filter", default=None, help='metadata filter as JSON, e.g. \'{"mood": "angry"}\'')
+    search.add_argument("--json", action="store_true", help="print JSON lines")
+    search.set_defaults(handler=cmd_search)
     return parser
 
 
@@ -117,7 +252,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (FileNotFoundError, ValueError, TypeError, KeyError, ModuleNotFoundError) as error:
+    except (FileNotFoundError, FileExistsError, ValueError, TypeError, KeyError, ModuleNotFoundError,
+            InBedderError) as error:
         print(f"inbedder: error: {error}", file=sys.stderr)
         return 2
 

@@ -59,3 +59,33 @@ def test_bad_input_file_gives_clear_error(tmp_path, capsys):
     assert main(["embed", "-q", "Q?", "-i", str(broken), "-o", str(tmp_path / "v.npy")]) == 2
     assert "broken.jsonl:2" in capsys.readouterr().err
     assert not (tmp_path / "v.npy").exists()
+
+
+def test_index_commands_end_to_end(tiny_model_dir, tmp_path, capsys):
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("\n".join(json.dumps(d) for d in [
+        {"id": "a", "text": "the soup was cold", "topic": "food"},
+        {"id": "b", "text": "the phone is fast", "topic": "tech"},
+        {"id": "c", "text": "the soup was hot", "topic": "food"},
+    ]) + "\n")
+    path = str(tmp_path / "idx")
+    model = str(tiny_model_dir("llama"))
+    assert main(["index", "create", path, "-q", "Q1?", "--model", model, "--device", "cpu"]) == 0
+    assert main(["index", "add", path, "-i", str(docs)]) == 0
+    assert main(["index", "add-instruction", path, "Q2?"]) == 0
+    capsys.readouterr()
+    assert main(["search", path, "the soup was cold", "-q", "Q2?", "-k", "2", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert rows[0]["id"] == "a" and rows[0]["metadata"] == {"topic": "food"} and len(rows) == 2
+    assert main(["search", path, "soup", "-q", "Q1?", "--filter", '{"topic": "tech"}', "--json"]) == 0
+    assert [json.loads(line)["id"] for line in capsys.readouterr().out.splitlines()] == ["b"]
+    assert main(["index", "info", path]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["documents"] == 3 and [s["instruction"] for s in info["instructions"]] == ["Q1?", "Q2?"]
+    assert main(["index", "delete", path, "a", "zzz"]) == 0
+    assert "Deleted 1 of 2" in capsys.readouterr().out
+    assert main(["index", "remove-instruction", path, "Q1?"]) == 0
+    assert main(["search", path, "soup", "-q", "Q1?"]) == 2
+    assert "not an instruction of this index" in capsys.readouterr().err
+    assert main(["index", "create", path, "--model", model]) == 2
+    assert "already holds an index" in capsys.readouterr().err
