@@ -32,6 +32,8 @@ from .stores import Document, Filter, Hit, VectorStore, open_store
 FORMAT_VERSION = 1
 MANIFEST = "index.json"
 LOCK_FILE = "write.lock"
+#: store options that are never written to the manifest (pass them again to ``open``)
+SECRET_OPTIONS = frozenset({"api_key"})
 
 
 def space_name(instruction: str) -> str:
@@ -109,7 +111,11 @@ class InstructionIndex:
         store_options: Mapping[str, Any] | None = None,
         lock_timeout: float = 10.0,
     ) -> InstructionIndex:
-        """Create an empty index in the folder ``path`` (which must not hold one)."""
+        """Create an empty index in the folder ``path`` (which must not hold one).
+
+        ``backend`` is "faiss" (options: ``factory``, ``metric``) or "qdrant" (options:
+        ``url``, ``api_key``, ``collection``, ``location``).
+        """
         path = Path(path)
         if (path / MANIFEST).exists():
             raise FileExistsError(f"{path} already holds an index; open it with InstructionIndex.open")
@@ -128,8 +134,9 @@ class InstructionIndex:
             "store_options": dict(store_options or {}),
             "instructions": [],
         }
+        manifest["store_options"] = {k: v for k, v in manifest["store_options"].items() if k not in SECRET_OPTIONS}
         path.mkdir(parents=True, exist_ok=True)
-        store = open_store(backend, path, manifest["store_options"])
+        store = open_store(backend, path, dict(store_options or {}))
         atomic_write_bytes(path / MANIFEST, json.dumps(manifest, indent=2).encode())
         index = cls(path, model, store, manifest, lock_timeout=lock_timeout)
         for instruction in instructions:
@@ -137,8 +144,19 @@ class InstructionIndex:
         return index
 
     @classmethod
-    def open(cls, path: str | Path, model: InBedder | None = None, *, lock_timeout: float = 10.0) -> InstructionIndex:
-        """Open an existing index; without ``model``, load the model it was built with."""
+    def open(
+        cls,
+        path: str | Path,
+        model: InBedder | None = None,
+        *,
+        store_options: Mapping[str, Any] | None = None,
+        lock_timeout: float = 10.0,
+    ) -> InstructionIndex:
+        """Open an existing index; without ``model``, load the model it was built with.
+
+        ``store_options`` are merged over the recorded ones (e.g. a Qdrant ``api_key``,
+        which is never written to disk).
+        """
         path = Path(path)
         manifest = read_manifest(path)
         recorded = manifest["model"]
@@ -155,7 +173,8 @@ class InstructionIndex:
                 f"{recorded['fingerprint']}); the given model {model.name!r} (pooling {model.pooling!r}, "
                 f"fingerprint {model.fingerprint}) would give incompatible vectors"
             )
-        store = open_store(manifest["backend"], path, manifest["store_options"])
+        options = {**manifest["store_options"], **(store_options or {})}
+        store = open_store(manifest["backend"], path, options)
         return cls(path, model, store, manifest, lock_timeout=lock_timeout)
 
     def __enter__(self) -> InstructionIndex:

@@ -17,9 +17,15 @@ def _faiss(path: Path, options: dict[str, Any]) -> VectorStore:
     return FaissStore(path / "faiss-store", **options)
 
 
+def _qdrant(path: Path, options: dict[str, Any]) -> VectorStore:
+    from .qdrant_store import QdrantStore
+
+    return QdrantStore(path / "qdrant-store", **options)
+
+
 #: backend name -> opener(index folder, options) -> store
 STORES: MappingProxyType[str, Callable[[Path, dict[str, Any]], VectorStore]] = MappingProxyType(
-    {"faiss": _faiss}
+    {"faiss": _faiss, "qdrant": _qdrant}
 )
 
 

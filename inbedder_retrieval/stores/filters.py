@@ -8,7 +8,7 @@ Several keys in one mapping must all hold. Nested fields use dots: ``{"user.coun
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 COMPARISONS = {"$eq": "=", "$ne": "!=", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
@@ -34,36 +34,79 @@ def _check_scalar(value: Any, where: str) -> Any:
     return value
 
 
-def to_sql(filter: Mapping[str, Any], column: str) -> tuple[str, list[Any]]:
-    """A SQLite condition on the JSON text in ``column`` and its parameters."""
+def _operations(filter: Mapping[str, Any]) -> Iterator[tuple[str, Any, Any]]:
+    """(key, operator, value) triples of one mapping, checked; logical keys give (key, None, list)."""
     if not isinstance(filter, Mapping) or not filter:
         raise FilterError(f"A filter must be a non-empty mapping, got {filter!r}")
-    clauses: list[str] = []
-    params: list[Any] = []
     for key, condition in filter.items():
         if key in LOGICAL:
             if not isinstance(condition, (list, tuple)) or not condition:
                 raise FilterError(f"{key} needs a non-empty list of filters")
-            parts = [to_sql(sub, column) for sub in condition]
-            clauses.append("(" + LOGICAL[key].join(sql for sql, _ in parts) + ")")
-            params.extend(value for _, sub_params in parts for value in sub_params)
+            yield key, None, condition
             continue
-        if key.startswith("$"):
+        if not isinstance(key, str) or key.startswith("$"):
             raise FilterError(f"Unsupported filter operator {key!r}; supported: {', '.join(LOGICAL)}")
-        path = "$." + _check_field(key)
-        operations = condition if isinstance(condition, Mapping) else {"$eq": condition}
-        for op, value in operations.items():
-            target = f"json_extract({column}, ?)"
+        _check_field(key)
+        for op, value in (condition.items() if isinstance(condition, Mapping) else [("$eq", condition)]):
             if op in COMPARISONS:
-                clauses.append(f"{target} {COMPARISONS[op]} ?")
-                params.extend([path, _check_scalar(value, key)])
+                _check_scalar(value, key)
             elif op in MEMBERSHIP:
                 if not isinstance(value, (list, tuple)) or not value:
                     raise FilterError(f"{key}: {op} needs a non-empty list")
-                marks = ", ".join("?" for _ in value)
-                clauses.append(f"{target} {MEMBERSHIP[op]} ({marks})")
-                params.extend([path, *(_check_scalar(item, key) for item in value)])
+                for item in value:
+                    _check_scalar(item, key)
             else:
                 supported = ", ".join([*COMPARISONS, *MEMBERSHIP])
                 raise FilterError(f"Unsupported filter operator {op!r} on {key!r}; supported: {supported}")
+            yield key, op, value
+
+
+def to_qdrant(filter: Mapping[str, Any], prefix: str = "metadata.") -> Any:
+    """A ``qdrant_client.models.Filter`` on payload fields under ``prefix``."""
+    from qdrant_client import models
+
+    must: list[Any] = []
+    must_not: list[Any] = []
+    for key, op, value in _operations(filter):
+        if op is None:
+            subfilters = [to_qdrant(sub, prefix) for sub in value]
+            must.append(models.Filter(must=subfilters) if key == "$and" else models.Filter(should=subfilters))
+            continue
+        field = prefix + key
+        if op in ("$eq", "$ne"):
+            if isinstance(value, float):
+                condition = models.FieldCondition(key=field, range=models.Range(gte=value, lte=value))
+            else:
+                condition = models.FieldCondition(key=field, match=models.MatchValue(value=value))
+            (must if op == "$eq" else must_not).append(condition)
+        elif op in ("$in", "$nin"):
+            match = models.MatchAny(any=list(value)) if op == "$in" else models.MatchExcept(**{"except": list(value)})
+            must.append(models.FieldCondition(key=field, match=match))
+        else:
+            if isinstance(value, (str, bool)):
+                raise FilterError(f"{key}: Qdrant compares numbers only with {op}, got {value!r}")
+            must.append(models.FieldCondition(key=field, range=models.Range(**{op[1:]: value})))
+    return models.Filter(must=must or None, must_not=must_not or None)
+
+
+def to_sql(filter: Mapping[str, Any], column: str) -> tuple[str, list[Any]]:
+    """A SQLite condition on the JSON text in ``column`` and its parameters."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    for key, op, value in _operations(filter):
+        if op is None:
+            parts = [to_sql(sub, column) for sub in value]
+            clauses.append("(" + LOGICAL[key].join(sql for sql, _ in parts) + ")")
+            params.extend(item for _, sub_params in parts for item in sub_params)
+            continue
+        path, target = "$." + key, f"json_extract({column}, ?)"
+        if op == "$ne":  # a document without the field is "not equal" too, as in Qdrant
+            clauses.append(f"({target} IS NULL OR {target} != ?)")
+            params.extend([path, path, value])
+        elif op in COMPARISONS:
+            clauses.append(f"{target} {COMPARISONS[op]} ?")
+            params.extend([path, value])
+        else:
+            clauses.append(f"{target} {MEMBERSHIP[op]} ({', '.join('?' for _ in value)})")
+            params.extend([path, *value])
     return "(" + " AND ".join(clauses) + ")", params
