@@ -6,6 +6,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from .cache import EmbeddingCache
 from .embedder import InBedder
 from .index import InstructionIndex
 from .samples import load_sample
@@ -23,18 +24,25 @@ def _short(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def run_demo(model: InBedder | None = None, *, path: str | Path | None = None, k: int = 5) -> dict[str, list[str]]:
+def run_demo(
+    model: InBedder | None = None,
+    *,
+    path: str | Path | None = None,
+    k: int = 5,
+    cache: EmbeddingCache | bool = True,
+) -> dict[str, list[str]]:
     """Index the shipped support messages under three instructions (in ``path`` or a
     temporary folder), search ``DEMO_QUERY`` under each and print the results with their
-    labels. Returns the result ids per instruction."""
+    labels. Returns the result ids per instruction. With the embedding ``cache`` (on by
+    default) a second run embeds nothing."""
     model = model or InBedder.from_pretrained()
     records = load_sample("support_messages")
     with tempfile.TemporaryDirectory(prefix="inbedder-demo-") as scratch:
         folder = Path(path) if path else Path(scratch) / "index"
         if (folder / "index.json").exists():
-            index = InstructionIndex.open(folder, model)
+            index = InstructionIndex.open(folder, model, cache=cache)
         else:
-            index = InstructionIndex.create(folder, model, instructions=list(DEMO_INSTRUCTIONS))
+            index = InstructionIndex.create(folder, model, instructions=list(DEMO_INSTRUCTIONS), cache=cache)
         with index:
             print(f"Model: {model}\nIndexing {len(records)} support messages under {len(DEMO_INSTRUCTIONS)} "
                   f"instructions into {folder} (FAISS + SQLite)...")

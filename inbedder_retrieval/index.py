@@ -24,6 +24,7 @@ from filelock import FileLock, Timeout
 from tqdm.auto import tqdm
 
 from .atomic import atomic_write_bytes
+from .cache import EmbeddingCache, encode_cached
 from .embedder import InBedder
 from .errors import CorruptIndexError, IncompatibleIndexError, IndexLockedError, UnknownInstructionError
 from .prompts import validate_instruction, validate_texts
@@ -90,12 +91,15 @@ class InstructionIndex:
     ``InstructionIndex.open(path)``. Use as a context manager, or call ``close()``.
     """
 
-    def __init__(self, path: Path, model: InBedder, store: VectorStore, manifest: dict[str, Any], *, lock_timeout: float) -> None:
+    def __init__(self, path: Path, model: InBedder, store: VectorStore, manifest: dict[str, Any], *,
+                 lock_timeout: float, cache: EmbeddingCache | None = None) -> None:
         self.path = path
         self.model = model
+        self.cache = cache
         self.store = store
         self._manifest = manifest
         self._manifest_stamp = self._stamp()
+        self._specs: dict[str, InstructionSpec] | None = None
         self._lock = FileLock(str(path / LOCK_FILE))
         self.lock_timeout = lock_timeout
 
@@ -110,11 +114,14 @@ class InstructionIndex:
         backend: str = "faiss",
         store_options: Mapping[str, Any] | None = None,
         lock_timeout: float = 10.0,
+        cache: EmbeddingCache | bool | None = None,
     ) -> InstructionIndex:
         """Create an empty index in the folder ``path`` (which must not hold one).
 
         ``backend`` is "faiss" (options: ``factory``, ``metric``) or "qdrant" (options:
-        ``url``, ``api_key``, ``collection``, ``location``).
+        ``url``, ``api_key``, ``collection``, ``location``). ``cache=True`` (or an
+        ``EmbeddingCache``) keeps every computed vector in the persistent embedding cache,
+        so embedding the same text under the same instruction again is free.
         """
         path = Path(path)
         if (path / MANIFEST).exists():
@@ -138,7 +145,7 @@ class InstructionIndex:
         path.mkdir(parents=True, exist_ok=True)
         store = open_store(backend, path, dict(store_options or {}))
         atomic_write_bytes(path / MANIFEST, json.dumps(manifest, indent=2).encode())
-        index = cls(path, model, store, manifest, lock_timeout=lock_timeout)
+        index = cls(path, model, store, manifest, lock_timeout=lock_timeout, cache=_cache(cache))
         for instruction in instructions:
             index.add_instruction(instruction)
         return index
@@ -151,6 +158,7 @@ class InstructionIndex:
         *,
         store_options: Mapping[str, Any] | None = None,
         lock_timeout: float = 10.0,
+        cache: EmbeddingCache | bool | None = None,
     ) -> InstructionIndex:
         """Open an existing index; without ``model``, load the model it was built with.
 
@@ -175,7 +183,7 @@ class InstructionIndex:
             )
         options = {**manifest["store_options"], **(store_options or {})}
         store = open_store(manifest["backend"], path, options)
-        return cls(path, model, store, manifest, lock_timeout=lock_timeout)
+        return cls(path, model, store, manifest, lock_timeout=lock_timeout, cache=_cache(cache))
 
     def __enter__(self) -> InstructionIndex:
         return self
@@ -197,16 +205,25 @@ class InstructionIndex:
         if stamp != self._manifest_stamp:
             self._manifest = read_manifest(self.path)
             self._manifest_stamp = stamp
+            self._specs = None
         return self._manifest
 
     def _write_manifest(self, manifest: dict[str, Any]) -> None:
         atomic_write_bytes(self.path / MANIFEST, json.dumps(manifest, indent=2).encode())
         self._manifest = manifest
         self._manifest_stamp = self._stamp()
+        self._specs = None
+
+    def _spec_map(self) -> dict[str, InstructionSpec]:
+        manifest = self._current_manifest()
+        if self._specs is None:
+            self._specs = {spec["instruction"]: InstructionSpec(**spec) for spec in manifest["instructions"]}
+        return self._specs
 
     @property
     def specs(self) -> list[InstructionSpec]:
-        return [InstructionSpec(**spec) for spec in self._current_manifest()["instructions"]]
+        """The instructions with their query instructions and space names."""
+        return list(self._spec_map().values())
 
     @property
     def instructions(self) -> list[str]:
@@ -214,9 +231,9 @@ class InstructionIndex:
         return [spec.instruction for spec in self.specs]
 
     def _spec(self, instruction: str) -> InstructionSpec:
-        for spec in self.specs:
-            if spec.instruction == instruction:
-                return spec
+        specs = self._spec_map()
+        if instruction in specs:
+            return specs[instruction]
         known = "\n  ".join(self.instructions) or "(none yet: add one with add_instruction)"
         raise UnknownInstructionError(f"{instruction!r} is not an instruction of this index. Its instructions:\n  {known}")
 
@@ -281,9 +298,12 @@ class InstructionIndex:
         for spec in specs:
             reused = self.store.get_vectors(spec.space, unchanged) if unchanged else {}
             todo = [doc for doc in batch if doc.id not in reused]
-            fresh = iter(self.model.encode([doc.text for doc in todo], spec.instruction, batch_size=batch_size)) if todo else iter(())
+            fresh = iter(self._encode([doc.text for doc in todo], spec.instruction, batch_size) if todo else ())
             vectors[spec.space] = np.stack([reused[doc.id] if doc.id in reused else next(fresh) for doc in batch])
         return vectors
+
+    def _encode(self, texts: list[str], instruction: str, batch_size: int) -> np.ndarray:
+        return encode_cached(self.model, texts, instruction, self.cache, batch_size=batch_size)
 
     def delete(self, ids: Sequence[str]) -> int:
         """Delete documents by id; returns how many existed."""
@@ -311,7 +331,7 @@ class InstructionIndex:
             with self.store.transaction():
                 self.store.create_space(spec.space, self.model.dim)
                 for batch in self.store.iter_documents(batch_size):
-                    vectors = self.model.encode([doc.text for doc in batch], instruction, batch_size=batch_size)
+                    vectors = self._encode([doc.text for doc in batch], instruction, batch_size)
                     self.store.set_vectors(spec.space, [doc.id for doc in batch], vectors)
                     bar.update(len(batch))
             bar.close()
@@ -371,6 +391,12 @@ class InstructionIndex:
 
     def __repr__(self) -> str:
         return f"InstructionIndex({str(self.path)!r}, documents={len(self)}, instructions={len(self.instructions)})"
+
+
+def _cache(cache: EmbeddingCache | bool | None) -> EmbeddingCache | None:
+    if cache is True:
+        return EmbeddingCache()
+    return cache if isinstance(cache, EmbeddingCache) else None
 
 
 def read_manifest(path: Path) -> dict[str, Any]:

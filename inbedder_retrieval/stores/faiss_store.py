@@ -37,6 +37,7 @@ FAISS_DIR = "faiss"
 STATE_FILE = "state.json"
 METRICS = ("ip", "l2")
 COMPACT_RATIO = 0.25
+MMAP_BYTES = 1 << 30
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS documents (id TEXT PRIMARY KEY, text TEXT NOT NULL, metadata TEXT NOT NULL);
@@ -70,11 +71,13 @@ class FaissStore(VectorStore):
             "IVF256,Flat", ... Indexes that need training are trained on the space's
             vectors when they are (re)built.
         metric: "ip" (inner product; cosine on unit vectors, the default) or "l2".
+        use_gpu: search on a GPU copy of each index (default: when faiss sees a GPU).
+            Filtered searches and index types without a GPU version run on the CPU.
     """
 
     backend = "faiss"
 
-    def __init__(self, path: str | Path, *, factory: str = "Flat", metric: str = "ip") -> None:
+    def __init__(self, path: str | Path, *, factory: str = "Flat", metric: str = "ip", use_gpu: bool | None = None) -> None:
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
         self.faiss = _faiss()
@@ -86,6 +89,7 @@ class FaissStore(VectorStore):
         try:
             self._db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False, timeout=60)
             self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA mmap_size={MMAP_BYTES}")  # look-ups read pages without syscalls
             self._db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as error:
             raise CorruptIndexError(f"{db_path} is not a readable index database: {error}") from error
@@ -95,6 +99,10 @@ class FaissStore(VectorStore):
         self._indexes: dict[str, Any] = {}
         self._dead: dict[str, int] = {}
         self._generation = -1
+        gpus = self.faiss.get_num_gpus() if hasattr(self.faiss, "StandardGpuResources") else 0
+        self._gpu_resources = self.faiss.StandardGpuResources() if (use_gpu is None and gpus) or use_gpu else None
+        self._gpu_copies: dict[str, Any] = {}
+        self._data_version = -1
         self._load()
 
     # -- loading and saving -------------------------------------------------------------
@@ -111,6 +119,7 @@ class FaissStore(VectorStore):
         dims = self._space_dims()
         fresh = state.get("generation") == generation and set(state.get("spaces", {})) == set(dims)
         self._indexes, self._dead = {}, {}
+        self._gpu_copies.clear()
         for space, dim in dims.items():
             if fresh:
                 self._indexes[space] = self._read_index(self.path / FAISS_DIR / state["spaces"][space], dim)
@@ -180,9 +189,18 @@ class FaissStore(VectorStore):
                     old.unlink()
 
     def _refresh(self) -> None:
-        """Reload if another process committed since we last looked."""
-        if self._depth == 0 and self._db_generation() != self._generation:
-            self._load()
+        """Reload if another process committed since we last looked.
+
+        ``PRAGMA data_version`` changes only when another connection commits, so the common
+        case costs one cheap pragma and no table read.
+        """
+        if self._depth:
+            return
+        version = self._db.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._data_version:
+            self._data_version = version
+            if self._db_generation() != self._generation:
+                self._load()
 
     # -- transactions ----------------------------------------------------------------------
     @contextmanager
@@ -214,6 +232,7 @@ class FaissStore(VectorStore):
     def _apply_pending(self) -> None:
         """Mirror the committed changes into the in-memory FAISS indexes."""
         pending, self._pending = self._pending, []
+        self._gpu_copies.clear()
         for kind, space, payload in pending:
             if kind == "create":
                 self._indexes[space] = self._new_index(payload)
@@ -379,8 +398,10 @@ class FaissStore(VectorStore):
             if fetch <= 0:
                 return []
             query = np.ascontiguousarray(vector, dtype="float32").reshape(1, -1)
-            scores, vids = index.search(query, fetch, params=params)
-            order = [int(vid) for vid in vids[0] if vid >= 0]
+            searcher = index if params is not None else self._on_gpu(space, index)
+            scores, vids = searcher.search(query, fetch, params=params)
+            scores, vids = scores[0].tolist(), vids[0].tolist()
+            order = [vid for vid in vids if vid >= 0]
             if not order:
                 return []
             rows = self._db.execute(
@@ -391,10 +412,21 @@ class FaissStore(VectorStore):
         sign = 1.0 if self.metric == "ip" else -1.0
         hits = [
             Hit(found[vid][0], found[vid][1], json.loads(found[vid][2]), sign * float(score))
-            for vid, score in zip(vids[0], scores[0])
+            for vid, score in zip(vids, scores)
             if vid in found
         ]
         return hits[:k]
+
+    def _on_gpu(self, space: str, index: Any) -> Any:
+        """A GPU copy of ``index`` when a GPU is in use and the index type has one."""
+        if self._gpu_resources is None:
+            return index
+        if space not in self._gpu_copies:
+            try:
+                self._gpu_copies[space] = self.faiss.index_cpu_to_gpu(self._gpu_resources, 0, index)
+            except RuntimeError:  # e.g. HNSW has no GPU version
+                self._gpu_copies[space] = index
+        return self._gpu_copies[space]
 
     def _search_parameters(self, index: Any, selector: Any) -> Any:
         faiss = self.faiss
