@@ -136,7 +136,7 @@ class InstructionIndex:
                 "layer": model.description.layer,
                 "dim": model.dim,
             },
-            "metric": "cosine",
+            "metric": "l2" if (store_options or {}).get("metric") == "l2" else "cosine",
             "backend": backend,
             "store_options": dict(store_options or {}),
             "instructions": [],

@@ -137,3 +137,16 @@ def test_many_replacements_never_return_stale_vectors(make_store):
     for doc_id in ("d3", "d17"):
         assert store.search("a", current[doc_id], k=1)[0].id == doc_id
     assert len(store.search("a", current["d3"], k=100)) == 29
+
+
+def test_set_vectors_replaces_a_space_without_stale_vectors(filled):
+    store, _, vectors = filled
+    flipped = -vectors["a"][:5]
+    store.set_vectors("a", [f"d{i}" for i in range(5)], flipped)
+    store.set_vectors("a", [f"d{i}" for i in range(5)], flipped)
+    hits = store.search("a", flipped[2], k=3)
+    assert hits[0].id == "d2" and hits[0].score == pytest.approx(1.0, abs=1e-5)
+    assert len(store.search("a", flipped[2], k=100)) == 20  # no duplicates
+    np.testing.assert_allclose(store.get_vectors("a", ["d3"])["d3"], flipped[3], atol=1e-6)
+    with pytest.raises(KeyError, match="missing"):
+        store.set_vectors("a", ["missing"], flipped[:1])

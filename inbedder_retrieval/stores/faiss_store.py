@@ -5,10 +5,12 @@ last committed state). The FAISS indexes are built from it and saved as FAISS fi
 pickle) stamped with the SQLite generation they reflect; stale files are rebuilt from
 SQLite on open, unreadable ones raise ``CorruptIndexError`` naming the file.
 
-Ids: each (space, document) vector row has an integer ``vid``; FAISS indexes are wrapped
-in ``IndexIDMap2`` keyed by it. Replacing or deleting a vector removes its vid from FAISS
-where the index supports ``remove_ids``; otherwise (HNSW) the vid becomes a tombstone that
-search skips, and the space is rebuilt when tombstones exceed a quarter of it.
+Ids: every document version gets a new integer ``row`` (SQLite AUTOINCREMENT: never
+reused); FAISS indexes are wrapped in ``IndexIDMap2`` keyed by it, so a search result
+maps straight to its document. Replacing or deleting a document removes its row from
+FAISS where the index supports ``remove_ids``; otherwise (HNSW) the row becomes a
+tombstone that search skips (its document is gone), and the space is rebuilt when
+tombstones exceed a quarter of it.
 """
 
 from __future__ import annotations
@@ -40,16 +42,20 @@ COMPACT_RATIO = 0.25
 MMAP_BYTES = 1 << 30
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS documents (id TEXT PRIMARY KEY, text TEXT NOT NULL, metadata TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS documents (
+    row INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    text TEXT NOT NULL,
+    metadata TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS spaces (name TEXT PRIMARY KEY, dim INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS vectors (
-    vid INTEGER PRIMARY KEY AUTOINCREMENT,
     space TEXT NOT NULL,
-    doc_id TEXT NOT NULL,
+    row INTEGER NOT NULL,
     vector BLOB NOT NULL,
-    UNIQUE (space, doc_id)
+    PRIMARY KEY (space, row)
 );
-CREATE INDEX IF NOT EXISTS vectors_by_doc ON vectors (doc_id);
+CREATE INDEX IF NOT EXISTS vectors_by_row ON vectors (row);
 INSERT OR IGNORE INTO meta VALUES ('generation', '0');
 """
 
@@ -163,11 +169,11 @@ class FaissStore(VectorStore):
                 "SELECT vector FROM vectors WHERE space=?", (space,))]
             if vectors:
                 index.train(np.stack(vectors))
-        rows = self._db.execute("SELECT vid, vector FROM vectors WHERE space=? ORDER BY vid", (space,))
+        rows = self._db.execute("SELECT row, vector FROM vectors WHERE space=? ORDER BY row", (space,))
         while batch := rows.fetchmany(4096):
             if not index.is_trained:
                 break
-            ids = np.array([vid for vid, _ in batch], dtype="int64")
+            ids = np.array([row for row, _ in batch], dtype="int64")
             index.add_with_ids(np.stack([np.frombuffer(blob, dtype="<f4") for _, blob in batch]), ids)
         self._indexes[space] = index
         self._dead[space] = 0
@@ -233,6 +239,8 @@ class FaissStore(VectorStore):
         """Mirror the committed changes into the in-memory FAISS indexes."""
         pending, self._pending = self._pending, []
         self._gpu_copies.clear()
+        stale: dict[str, set[int]] = {}  # rows an index could not remove (HNSW)
+        rebuild: set[str] = set()
         for kind, space, payload in pending:
             if kind == "create":
                 self._indexes[space] = self._new_index(payload)
@@ -241,36 +249,41 @@ class FaissStore(VectorStore):
                 self._indexes.pop(space, None)
                 self._dead.pop(space, None)
             elif kind == "remove":
-                self._remove_vids(space, payload)
-            else:  # add: read the committed rows back in chunks, so memory stays bounded
-                index = self._indexes[space]
-                if index.is_trained:
-                    self._add_rows(index, payload)
-        for space in list(self._indexes):
-            index = self._indexes[space]
-            if not index.is_trained or self._dead[space] > COMPACT_RATIO * max(index.ntotal, 1):
+                if not self._remove(space, payload):
+                    stale.setdefault(space, set()).update(payload)
+            elif stale.get(space, set()).intersection(payload):
+                rebuild.add(space)  # a row would have a stale and a fresh vector
+            elif self._indexes[space].is_trained:  # read the committed rows back in chunks
+                self._add_rows(space, payload)
+        for space, index in list(self._indexes.items()):
+            if space in rebuild or not index.is_trained or self._dead[space] > COMPACT_RATIO * max(index.ntotal, 1):
                 self._rebuild(space, index.d)
 
-    def _add_rows(self, index: Any, vids: list[int]) -> None:
-        for start in range(0, len(vids), 4096):
-            chunk = vids[start : start + 4096]
-            rows = self._db.execute(
-                f"SELECT vid, vector FROM vectors WHERE vid IN ({','.join('?' * len(chunk))})", chunk
+    def _add_rows(self, space: str, rows: list[int]) -> None:
+        index = self._indexes[space]
+        for start in range(0, len(rows), 4096):
+            chunk = rows[start : start + 4096]
+            found = self._db.execute(
+                f"SELECT row, vector FROM vectors WHERE space=? AND row IN ({','.join('?' * len(chunk))})",
+                [space, *chunk],
             ).fetchall()
-            if rows:
+            if found:
                 index.add_with_ids(
-                    np.stack([np.frombuffer(blob, dtype="<f4") for _, blob in rows]),
-                    np.array([vid for vid, _ in rows], dtype="int64"),
+                    np.stack([np.frombuffer(blob, dtype="<f4") for _, blob in found]),
+                    np.array([row for row, _ in found], dtype="int64"),
                 )
 
-    def _remove_vids(self, space: str, vids: np.ndarray) -> None:
+    def _remove(self, space: str, rows: list[int]) -> bool:
+        """Remove rows from the space's index; False if it cannot (they become tombstones)."""
         index = self._indexes.get(space)
-        if index is None or not len(vids):
-            return
+        if index is None or not rows:
+            return True
         try:
-            index.remove_ids(vids)
-        except RuntimeError:  # HNSW cannot remove: leave tombstones, search skips them
-            self._dead[space] += len(vids)
+            index.remove_ids(np.array(rows, dtype="int64"))
+        except RuntimeError:  # HNSW cannot remove: search skips rows whose document is gone
+            self._dead[space] += len(rows)
+            return False
+        return True
 
     # -- writes ---------------------------------------------------------------------------
     def create_space(self, space: str, dim: int) -> None:
@@ -288,52 +301,84 @@ class FaissStore(VectorStore):
         self._db.execute("DELETE FROM spaces WHERE name=?", (space,))
         self._pending.append(("drop", space, None))
 
+    def _rows_of(self, ids: Sequence[str]) -> dict[str, int]:
+        """Current row of each stored document id (absent ids are left out)."""
+        found: dict[str, int] = {}
+        for start in range(0, len(ids), 500):
+            chunk = list(ids[start : start + 500])
+            found.update(self._db.execute(
+                f"SELECT id, row FROM documents WHERE id IN ({','.join('?' * len(chunk))})", chunk))
+        return found
+
     def upsert(self, documents: Sequence[Document], vectors: Mapping[str, np.ndarray]) -> None:
         with self.transaction():
             dims = self._space_dims()
             if set(vectors) != set(dims):
                 raise ValueError(f"upsert needs vectors for every space {sorted(dims)}, got {sorted(vectors)}")
-            self._db.executemany(
-                "INSERT OR REPLACE INTO documents VALUES (?, ?, ?)",
-                [(doc.id, doc.text, json.dumps(dict(doc.metadata))) for doc in documents],
-            )
-            ids = [doc.id for doc in documents]
-            for space, matrix in vectors.items():
-                self._write_vectors(space, ids, matrix, dims[space])
+            matrices = {space: self._checked(space, matrix, len(documents), dims[space]) for space, matrix in vectors.items()}
+            self._delete_rows(list(self._rows_of([doc.id for doc in documents]).values()))
+            rows = [
+                self._db.execute(
+                    "INSERT INTO documents (id, text, metadata) VALUES (?, ?, ?)",
+                    (doc.id, doc.text, json.dumps(dict(doc.metadata))),
+                ).lastrowid
+                for doc in documents
+            ]
+            for space, matrix in matrices.items():
+                self._insert_vectors(space, rows, matrix)
 
     def set_vectors(self, space: str, ids: Sequence[str], vectors: np.ndarray) -> None:
         with self.transaction():
-            self._write_vectors(space, list(ids), vectors, self._space_dims()[space])
+            matrix = self._checked(space, vectors, len(ids), self._space_dims()[space])
+            known = self._rows_of(list(ids))
+            missing = [doc_id for doc_id in ids if doc_id not in known]
+            if missing:
+                raise KeyError(f"set_vectors: no documents with ids {missing[:5]}")
+            rows = [known[doc_id] for doc_id in ids]
+            self._delete_vectors(rows, space)
+            self._insert_vectors(space, rows, matrix)
 
-    def _write_vectors(self, space: str, ids: list[str], matrix: np.ndarray, dim: int) -> None:
+    @staticmethod
+    def _checked(space: str, matrix: np.ndarray, count: int, dim: int) -> np.ndarray:
         matrix = np.ascontiguousarray(matrix, dtype="<f4")
-        if matrix.shape != (len(ids), dim):
-            raise ValueError(f"space {space!r} needs a ({len(ids)}, {dim}) matrix, got {matrix.shape}")
-        self._remove_rows(f"space=? AND doc_id IN ({','.join('?' * len(ids))})", [space, *ids])
-        vids = []
-        for doc_id, row in zip(ids, matrix):
-            cursor = self._db.execute(
-                "INSERT INTO vectors (space, doc_id, vector) VALUES (?, ?, ?)", (space, doc_id, row.tobytes())
-            )
-            vids.append(cursor.lastrowid)
-        self._pending.append(("add", space, vids))
+        if matrix.shape != (count, dim):
+            raise ValueError(f"space {space!r} needs a ({count}, {dim}) matrix, got {matrix.shape}")
+        return matrix
 
-    def _remove_rows(self, where: str, params: list[Any]) -> None:
-        by_space: dict[str, list[int]] = {}
-        for vid, space in self._db.execute(f"SELECT vid, space FROM vectors WHERE {where}", params):
-            by_space.setdefault(space, []).append(vid)
-        self._db.execute(f"DELETE FROM vectors WHERE {where}", params)
-        for space, vids in by_space.items():
-            self._pending.append(("remove", space, np.array(vids, dtype="int64")))
+    def _insert_vectors(self, space: str, rows: list[int], matrix: np.ndarray) -> None:
+        self._db.executemany(
+            "INSERT INTO vectors (space, row, vector) VALUES (?, ?, ?)",
+            [(space, row, vector.tobytes()) for row, vector in zip(rows, matrix)],
+        )
+        self._pending.append(("add", space, rows))
+
+    def _delete_vectors(self, rows: list[int], space: str | None = None) -> None:
+        """Delete the vectors of ``rows`` (in one space, or all) and queue their removal."""
+        for start in range(0, len(rows), 500):
+            chunk = rows[start : start + 500]
+            where = f"row IN ({','.join('?' * len(chunk))})" + (" AND space=?" if space else "")
+            params = [*chunk, space] if space else chunk
+            by_space: dict[str, list[int]] = {}
+            for row, name in self._db.execute(f"SELECT row, space FROM vectors WHERE {where}", params):
+                by_space.setdefault(name, []).append(row)
+            self._db.execute(f"DELETE FROM vectors WHERE {where}", params)
+            for name, removed in by_space.items():
+                self._pending.append(("remove", name, removed))
+
+    def _delete_rows(self, rows: list[int]) -> None:
+        self._delete_vectors(rows)
+        for start in range(0, len(rows), 500):
+            chunk = rows[start : start + 500]
+            self._db.execute(f"DELETE FROM documents WHERE row IN ({','.join('?' * len(chunk))})", chunk)
 
     def delete(self, ids: Sequence[str]) -> int:
         ids = list(ids)
         if not ids:
             return 0
-        marks = ",".join("?" * len(ids))
         with self.transaction():
-            self._remove_rows(f"doc_id IN ({marks})", ids)
-            return self._db.execute(f"DELETE FROM documents WHERE id IN ({marks})", ids).rowcount
+            rows = list(self._rows_of(ids).values())
+            self._delete_rows(rows)
+            return len(rows)
 
     # -- reads ----------------------------------------------------------------------------
     def spaces(self) -> list[str]:
@@ -356,7 +401,8 @@ class FaissStore(VectorStore):
         ids = list(ids)
         with self._lock:
             rows = self._db.execute(
-                f"SELECT doc_id, vector FROM vectors WHERE space=? AND doc_id IN ({','.join('?' * len(ids))})",
+                "SELECT d.id, v.vector FROM documents d JOIN vectors v ON v.row = d.row AND v.space = ? "
+                f"WHERE d.id IN ({','.join('?' * len(ids))})",
                 [space, *ids],
             )
             return {doc_id: np.frombuffer(blob, dtype="<f4").copy() for doc_id, blob in rows}
@@ -386,9 +432,7 @@ class FaissStore(VectorStore):
             if filter is not None:
                 where, values = to_sql(filter, "d.metadata")
                 allowed = np.fromiter(
-                    (vid for (vid,) in self._db.execute(
-                        "SELECT v.vid FROM vectors v JOIN documents d ON d.id = v.doc_id "
-                        f"WHERE v.space = ? AND {where}", [space, *values])),
+                    (row for (row,) in self._db.execute(f"SELECT d.row FROM documents d WHERE {where}", values)),
                     dtype="int64",
                 )
                 if not len(allowed):
@@ -405,8 +449,7 @@ class FaissStore(VectorStore):
             if not order:
                 return []
             rows = self._db.execute(
-                "SELECT v.vid, d.id, d.text, d.metadata FROM vectors v JOIN documents d ON d.id = v.doc_id "
-                f"WHERE v.vid IN ({','.join('?' * len(order))})", order,
+                f"SELECT row, id, text, metadata FROM documents WHERE row IN ({','.join('?' * len(order))})", order
             )
             found = {row[0]: row[1:] for row in rows}
         sign = 1.0 if self.metric == "ip" else -1.0

@@ -180,6 +180,9 @@ class QdrantStore(VectorStore):
         dim = self._dims()[space]
         if np.shape(vectors) != (len(ids), dim):
             raise ValueError(f"space {space!r} needs a ({len(ids)}, {dim}) matrix, got {np.shape(vectors)}")
+        missing = [doc_id for doc_id, doc in zip(ids, self.get(ids)) if doc is None]
+        if missing:
+            raise KeyError(f"set_vectors: no documents with ids {missing[:5]}")
         self._record_points(list(ids))
         self.client.update_vectors(self.collection, [
             self.models.PointVectors(id=point_id(doc_id), vector={space: np.asarray(row, dtype="float32").tolist()})
