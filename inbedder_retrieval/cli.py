@@ -22,8 +22,11 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="texts per batch (default 32)")
 
 
-def _input_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--instruction", "-q", required=True, help="the question asked about every text")
+def _input_options(parser: argparse.ArgumentParser, repeatable: bool = False) -> None:
+    if repeatable:
+        parser.add_argument("--instruction", "-q", required=True, action="append", help="a question asked about every text (repeatable)")
+    else:
+        parser.add_argument("--instruction", "-q", required=True, help="the question asked about every text")
     parser.add_argument("--input", "-i", required=True, help=".jsonl file (one object per line) or .txt file (one text per line)")
     parser.add_argument("--text-field", default="text", help="field holding the text in .jsonl input (default: text)")
 
@@ -152,6 +155,39 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from .training import TrainingConfig, load_records, train
+
+    sources = args.data or [None]
+    records = [record for source in sources for record in load_records(source or _shipped_training_data())]
+    config = TrainingConfig(
+        epochs=args.epochs, learning_rate=args.learning_rate, effective_batch_size=args.effective_batch_size,
+        micro_batch_size=args.micro_batch_size, max_steps=args.max_steps, save_steps=args.save_steps,
+        lora=args.lora, lora_r=args.lora_r, lora_alpha=args.lora_alpha or 2 * args.lora_r,
+    )
+    result = train(args.base, records, args.output, config, device=args.device)
+    print(f"Trained {result.steps} steps on {len(records)} records; final loss {result.losses[-1]:.4f}. "
+          f"Load it with InBedder.from_pretrained({str(result.output_dir)!r})")
+    return 0
+
+
+def _shipped_training_data() -> str:
+    from importlib import resources
+
+    return str(resources.files("inbedder_retrieval.data").joinpath("train"))
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    from .io import read_texts
+    from .training import distill, write_records
+
+    texts = read_texts(args.input, args.text_field)
+    records = distill(_load_model(args), texts, args.instruction, max_words=args.max_words, batch_size=args.batch_size)
+    write_records(records, args.output)
+    print(f"Wrote {len(records)} records to {args.output}", file=sys.stderr)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -192,6 +228,33 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--path", default=None, help="where to keep the demo index (default: a temporary folder)")
     demo.add_argument("-k", type=int, default=5, help="results per instruction (default 5)")
     demo.set_defaults(handler=cmd_demo)
+    train = commands.add_parser("train", help="fine-tune a causal or masked LM into an InBedder",
+                                description="Fine-tune on (input, instruction, output) records: the shipped set by "
+                                            "default, or JSONL files / datasets hub ids given with --data.")
+    train.add_argument("--base", default="smollm2-135m-instruct", help="model to fine-tune (registry name, hub id, folder)")
+    train.add_argument("--data", action="append", help="JSONL file or datasets id (repeatable; default: the shipped set)")
+    train.add_argument("--output", "-o", required=True, help="output folder (resumes from its newest checkpoint)")
+    train.add_argument("--epochs", type=float, default=1.0, help="epochs (default 1)")
+    train.add_argument("--learning-rate", type=float, default=2e-5, help="peak learning rate (default 2e-5)")
+    train.add_argument("--effective-batch-size", type=int, default=64, help="batch per optimizer step (default 64)")
+    train.add_argument("--micro-batch-size", type=int, default=8, help="batch per forward pass (default 8)")
+    train.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
+    train.add_argument("--save-steps", type=int, default=50, help="checkpoint every N steps (default 50)")
+    train.add_argument("--lora", action="store_true", help="train a LoRA adapter instead of all weights")
+    train.add_argument("--lora-r", type=int, default=16, help="LoRA rank (default 16)")
+    train.add_argument("--lora-alpha", type=int, default=None, help="LoRA alpha (default 2 x rank)")
+    train.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda if present)")
+    train.set_defaults(handler=cmd_train)
+
+    distill = commands.add_parser("distill", help="make training records from your corpus with a teacher model",
+                                  description="Self-distillation: a chat model answers your questions about your "
+                                              "texts tersely; the records feed `inbedder train --data`.")
+    _input_options(distill, repeatable=True)  # several questions per text teach instruction-dependence
+    distill.add_argument("--output", "-o", required=True, help="output .jsonl of records")
+    distill.add_argument("--max-words", type=int, default=3, help="longest answer kept (default 3 words)")
+    _model_options(distill)
+    distill.set_defaults(handler=cmd_distill)
+
     index = commands.add_parser("index", help="create and update instruction-aware indexes",
                                 description="Create, fill and inspect an instruction-aware index.")
     actions = index.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig
 
 from .encoders import BACKENDS, Backend, infer_family
-from .models import DEFAULT_MODEL, REGISTRY, ModelDescription, check_pooling, get_model
+from .models import DEFAULT_MODEL, REGISTRY, SETTINGS_FILE, ModelDescription, check_pooling, get_model, load_settings
 from .prompts import PromptTemplate, validate_instruction, validate_texts
 from .weights import DEFAULT_REENCODER, resolve_source
 
@@ -137,6 +137,8 @@ class InBedder:
         name = str(name_or_path) if name_or_path is not None else DEFAULT_MODEL
         if name in REGISTRY:
             description = get_model(name)
+        elif (Path(name) / SETTINGS_FILE).is_file():  # saved by `inbedder train`
+            description = load_settings(name)
         elif Path(name).exists() or "/" in name:
             description = describe_unregistered(name, trust_remote_code)
         else:

@@ -6,7 +6,9 @@ Adding a model is one entry here, no code. ``source`` is a hub id, or
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from types import MappingProxyType
 
 from .prompts import PromptTemplate
@@ -32,6 +34,8 @@ class ModelDescription:
         mask_length: number of mask tokens appended for masked models.
         max_length: prompt token limit (prompts are truncated from the left).
         dim: embedding size with the default pooling.
+        base_model: for a LoRA adapter, the model it adapts (registry name, hub id or
+            folder); ``source`` is then the adapter.
         params_millions, license, description: for ``inbedder models``.
     """
 
@@ -45,6 +49,7 @@ class ModelDescription:
     max_new_tokens: int = 3
     mask_length: int = 3
     max_length: int = 512
+    base_model: str | None = None
     params_millions: float = 0.0
     license: str = ""
     description: str = ""
@@ -57,6 +62,42 @@ class ModelDescription:
     def with_overrides(self, **changes: object) -> ModelDescription:
         """A copy with the non-None ``changes`` applied."""
         return replace(self, **{key: value for key, value in changes.items() if value is not None})
+
+
+SETTINGS_FILE = "inbedder.json"
+_SAVED_FIELDS = ("family", "pooling", "dim", "layer", "max_new_tokens", "mask_length", "max_length", "base_model", "description")
+
+
+def save_settings(description: ModelDescription, folder: str | Path) -> None:
+    """Write the settings a saved model needs to be loaded as an InBedder (JSON, no code)."""
+    template = description.template
+    data = {field: getattr(description, field) for field in _SAVED_FIELDS}
+    data["template"] = {
+        "template": template.template,
+        "system_prompt": template.system_prompt,
+        "examples": [list(example) for example in template.examples],
+    }
+    (Path(folder) / SETTINGS_FILE).write_text(json.dumps(data, indent=2), encoding="utf-8")
+
+
+def load_settings(folder: str | Path) -> ModelDescription:
+    """The description saved by ``save_settings`` in ``folder`` (its source is the folder)."""
+    file = Path(folder) / SETTINGS_FILE
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+        template = data.pop("template")
+        return ModelDescription(
+            name=str(folder),
+            source=str(folder),
+            template=PromptTemplate(
+                template["template"],
+                system_prompt=template["system_prompt"],
+                examples=tuple(tuple(example) for example in template["examples"]),
+            ),
+            **{field: data[field] for field in _SAVED_FIELDS},
+        )
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{file} is not a valid InBedder settings file: {error}") from None
 
 
 def check_pooling(family: str, pooling: str) -> None:

@@ -19,6 +19,14 @@ from ..models import ModelDescription, check_pooling
 from ..prompts import PromptTemplate
 
 
+def base_weights(base_model: str) -> str:
+    """Where the weights of an adapter's base model are (registry name, hub id or folder)."""
+    from ..models import REGISTRY
+    from ..weights import resolve_source
+
+    return resolve_source(REGISTRY[base_model].source if base_model in REGISTRY else base_model)
+
+
 class Backend(ABC):
     """A loaded language model of one family, used as an InBedder."""
 
@@ -53,12 +61,19 @@ class Backend(ABC):
         dtype: torch.dtype,
         trust_remote_code: bool = False,
     ) -> Backend:
-        """Load tokenizer and model from a hub id or a folder."""
+        """Load tokenizer and model from a hub id or a folder.
+
+        For a LoRA adapter (``description.base_model`` set) the base model is loaded first
+        and the adapter merged into it, so inference costs what the base model costs.
+        """
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-        model = cls.auto_class.from_pretrained(
-            path, dtype=dtype, trust_remote_code=trust_remote_code
-        ).to(device)
-        return cls(model, tokenizer, description)
+        weights = path if description.base_model is None else base_weights(description.base_model)
+        model = cls.auto_class.from_pretrained(weights, dtype=dtype, trust_remote_code=trust_remote_code)
+        if description.base_model is not None:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, path).merge_and_unload()
+        return cls(model.to(device), tokenizer, description)
 
     # -- prompts -------------------------------------------------------------------------
     @property

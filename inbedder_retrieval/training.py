@@ -1,0 +1,351 @@
+"""Fine-tune a causal or masked language model into an InBedder.
+
+The recipe of the reference (``alpaca_train/``): supervised fine-tuning on (input,
+instruction, short answer) records in the InBedder template, loss on the answer tokens
+only. Causal models learn ``answer + EOS`` after the prompt; masked models get one mask
+token per answer token and predict them (inference then uses a fixed number of masks).
+What this teaches is the answer *format*: the first answer token becomes a content word,
+so the state that predicts it carries the answer.
+
+Checkpoints (``output_dir/checkpoint-N``) hold the trainable weights (safetensors), the
+optimizer and scheduler state (loaded back with ``torch.load(weights_only=True)``, which
+refuses anything but tensors and plain containers) and the progress; training resumes
+from the newest one. The output folder loads with ``InBedder.from_pretrained(output_dir)``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import shutil
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from .atomic import atomic_directory
+from .embedder import InBedder
+from .encoders import Backend
+from .models import ModelDescription, save_settings
+from .prompts import PromptTemplate
+
+logger = logging.getLogger(__name__)
+
+FIELDS = ("input", "instruction", "output")
+IGNORE = -100
+STATE_FILE = "trainer_state.json"
+
+
+@dataclass(frozen=True)
+class QARecord:
+    """One training record: a text, a question about it, and its short answer."""
+
+    input: str
+    instruction: str
+    output: str
+
+
+def _check_record(record: object, where: str) -> QARecord:
+    if not isinstance(record, dict):
+        raise ValueError(f"{where}: expected a JSON object with {', '.join(FIELDS)}")
+    for name in FIELDS:
+        value = record.get(name)
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"{where}: field {name!r} must be a non-empty string, got {value!r}")
+    return QARecord(record["input"], record["instruction"], record["output"])
+
+
+def load_records(source: str | Path) -> list[QARecord]:
+    """Records from a JSONL file, a folder of JSONL files, or a ``datasets`` hub id (e.g.
+    ``KomeijiForce/Inbedder-Pretrain-Data``) where the hub is reachable. Every record is
+    checked; an error names the file and line (or the row)."""
+    path = Path(source)
+    if path.is_dir():
+        files = sorted(path.glob("*.jsonl"))
+        if not files:
+            raise FileNotFoundError(f"{path} holds no .jsonl files")
+        return [record for file in files for record in load_records(file)]
+    if path.is_file():
+        records = []
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}:{number}: not valid JSON ({error.msg})") from None
+            records.append(_check_record(data, f"{path}:{number}"))
+        if not records:
+            raise ValueError(f"{path} holds no records")
+        return records
+    if path.exists() or path.suffix in (".jsonl", ".json"):
+        raise FileNotFoundError(f"No such training file: {path}")
+    from datasets import load_dataset  # optional: only for hub data sets
+
+    rows = load_dataset(str(source), split="train")
+    return [_check_record(dict(row), f"{source} row {index}") for index, row in enumerate(rows)]
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Hyperparameters; the defaults are the reference's (1 epoch, lr 2e-5, cosine,
+    warmup 3%, effective batch 64)."""
+
+    epochs: float = 1.0
+    learning_rate: float = 2e-5
+    warmup_ratio: float = 0.03
+    effective_batch_size: int = 64
+    micro_batch_size: int = 8
+    max_length: int = 512
+    max_steps: int | None = None
+    save_steps: int = 50
+    log_steps: int = 10
+    seed: int = 42
+    lora: bool = False
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    template: PromptTemplate = field(default_factory=PromptTemplate)
+
+    @property
+    def accumulation(self) -> int:
+        return max(1, self.effective_batch_size // self.micro_batch_size)
+
+
+@dataclass
+class TrainingResult:
+    output_dir: Path
+    steps: int
+    losses: list[float]
+
+
+# -- examples ----------------------------------------------------------------------------
+def _answer_ids(backend: Backend, prompt: str, output: str) -> list[int]:
+    spaced = output if prompt[-1:].isspace() else " " + output
+    return backend.tokenizer(spaced, add_special_tokens=False)["input_ids"]
+
+
+def causal_example(backend: Backend, record: QARecord, max_length: int) -> tuple[list[int], list[int]]:
+    """Prompt ids + answer ids + EOS; labels only on the answer (the prompt loses tokens
+    from the left if too long)."""
+    (prompt,) = backend.build_prompts([record.input], record.instruction)
+    prompt_ids = backend.tokenizer(prompt, add_special_tokens=not backend.template.uses_chat)["input_ids"]
+    answer = _answer_ids(backend, prompt, record.output) + [backend.tokenizer.eos_token_id]
+    prompt_ids = prompt_ids[max(0, len(prompt_ids) + len(answer) - max_length):]
+    return prompt_ids + answer, [IGNORE] * len(prompt_ids) + answer
+
+
+def masked_example(backend: Backend, record: QARecord, max_length: int) -> tuple[list[int], list[int]]:
+    """One mask per answer token after the prompt; labels are the answer at the masks."""
+    tokenizer = backend.tokenizer
+    (prompt,) = Backend.build_prompts(backend, [record.input], record.instruction)  # without the masks
+    answer = _answer_ids(backend, prompt, record.output)
+    ids = tokenizer(prompt + tokenizer.mask_token * len(answer), truncation=True, max_length=max_length)["input_ids"]
+    labels = [IGNORE] * len(ids)
+    positions = [index for index, token in enumerate(ids) if token == tokenizer.mask_token_id]
+    for position, token in zip(positions, answer):
+        labels[position] = token
+    return ids, labels
+
+
+EXAMPLE_BUILDERS = {"causal": causal_example, "masked": masked_example}
+
+
+def _collate(examples: Sequence[tuple[list[int], list[int]]], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
+    width = max(len(ids) for ids, _ in examples)
+    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, (ids, target) in enumerate(examples):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        labels[row, : len(target)] = torch.tensor(target)
+        mask[row, : len(ids)] = 1
+    return {"input_ids": input_ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
+
+
+# -- checkpoints --------------------------------------------------------------------------
+def _checkpoints(output_dir: Path) -> list[Path]:
+    found = [p for p in output_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit() and (p / STATE_FILE).exists()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+
+
+def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: param.detach().contiguous().cpu() for name, param in model.named_parameters() if param.requires_grad}
+
+
+def _save_checkpoint(output_dir: Path, model, optimizer, scheduler, state: dict[str, Any]) -> None:
+    target = output_dir / f"checkpoint-{state['step']}"
+    if target.exists():
+        return
+    with atomic_directory(target) as staging:
+        save_file(_trainable_state(model), str(staging / "trainable.safetensors"))
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, staging / "optimizer.pt")
+        (staging / STATE_FILE).write_text(json.dumps(state), encoding="utf-8")
+    for old in _checkpoints(output_dir)[:-2]:  # keep the two newest
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _load_checkpoint(folder: Path, model, optimizer, scheduler) -> dict[str, Any]:
+    weights = load_file(str(folder / "trainable.safetensors"))
+    missing = set(_trainable_state(model)) - set(weights)
+    if missing:
+        raise ValueError(f"{folder} does not match this model/configuration (missing {sorted(missing)[:3]} ...)")
+    model.load_state_dict(weights, strict=False)
+    saved = torch.load(folder / "optimizer.pt", weights_only=True)
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    return json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
+
+
+# -- training -----------------------------------------------------------------------------
+def _micro_batches(count: int, size: int, seed: int, start: int) -> Iterator[list[int]]:
+    """Endless micro-batches of example indices, a new shuffle each epoch, from ``start``."""
+    per_epoch = math.ceil(count / size)
+    position = start
+    while True:
+        epoch, offset = divmod(position, per_epoch)
+        order = list(range(count))
+        random.Random(seed + epoch).shuffle(order)
+        yield order[offset * size : (offset + 1) * size]
+        position += 1
+
+
+def _wrap_lora(model: torch.nn.Module, config: TrainingConfig, family: str) -> torch.nn.Module:
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules="all-linear",
+        task_type="CAUSAL_LM" if family == "causal" else None,
+    )
+    return get_peft_model(model, lora)
+
+
+def train(
+    base: str | Path,
+    records: Sequence[QARecord],
+    output_dir: str | Path,
+    config: TrainingConfig | None = None,
+    *,
+    device: str | None = None,
+    show_progress_bar: bool = True,
+) -> TrainingResult:
+    """Fine-tune ``base`` (registry name, hub id or folder) on ``records`` into
+    ``output_dir``; resumes from the newest checkpoint there. Returns the losses."""
+    config = config or TrainingConfig()
+    if not records:
+        raise ValueError("no training records")
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    inbedder = InBedder.from_pretrained(base, device=device, dtype="float32", template=config.template,
+                                        max_length=config.max_length)
+    backend, family = inbedder.backend, inbedder.description.family
+    if family not in EXAMPLE_BUILDERS:
+        raise ValueError(f"training supports causal and masked models, not {family}")
+    build = EXAMPLE_BUILDERS[family]
+    examples = [build(backend, record, config.max_length) for record in records]
+    model = backend.model
+    if config.lora:
+        model = _wrap_lora(model, config, family)
+    model.train()
+    total = config.max_steps or math.ceil(len(examples) * config.epochs / (config.micro_batch_size * config.accumulation))
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
+    from transformers import get_cosine_schedule_with_warmup
+
+    scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(config.warmup_ratio * total), total)
+    state: dict[str, Any] = {"step": 0, "position": 0, "losses": []}
+    checkpoints = _checkpoints(output_dir)
+    if checkpoints:
+        state = _load_checkpoint(checkpoints[-1], model, optimizer, scheduler)
+        logger.warning("Resuming from %s (step %d of %d)", checkpoints[-1], state["step"], total)
+    use_bf16 = backend.device.type == "cuda" and torch.cuda.is_bf16_supported()
+    batches = _micro_batches(len(examples), config.micro_batch_size, config.seed, state["position"])
+    bar = tqdm(total=total, initial=state["step"], desc="Training", unit="step", disable=not show_progress_bar)
+    while state["step"] < total:
+        step_loss = 0.0
+        for _ in range(config.accumulation):
+            batch = _collate([examples[i] for i in next(batches)], backend.tokenizer.pad_token_id, backend.device)
+            with torch.autocast(device_type=backend.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                loss = model(**batch).loss / config.accumulation
+            loss.backward()
+            step_loss += loss.item()
+            state["position"] += 1
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        state["step"] += 1
+        state["losses"].append(step_loss)
+        bar.update(1)
+        bar.set_postfix(loss=f"{step_loss:.4f}")
+        if state["step"] % config.log_steps == 0:
+            logger.info("step %d/%d loss %.4f", state["step"], total, step_loss)
+        if state["step"] % config.save_steps == 0 or state["step"] == total:
+            _save_checkpoint(output_dir, model, optimizer, scheduler, state)
+    bar.close()
+    model.eval()
+    _save_model(model, inbedder, base, config, output_dir, len(records))
+    return TrainingResult(output_dir, state["step"], state["losses"])
+
+
+def _save_model(model, inbedder: InBedder, base: str | Path, config: TrainingConfig, output_dir: Path, count: int) -> None:
+    """Write the model (or adapter), tokenizer and InBedder settings into ``output_dir``."""
+    model.save_pretrained(output_dir)
+    inbedder.backend.tokenizer.save_pretrained(output_dir)
+    source = inbedder.description
+    description: ModelDescription = replace(
+        source,
+        name=str(output_dir),
+        source=str(output_dir),
+        pooling="avg_gen" if source.family == "masked" else "fst_gen",
+        template=config.template,
+        max_new_tokens=8,
+        base_model=str(base) if config.lora else None,
+        description=f"fine-tuned from {base} on {count} records ({'LoRA' if config.lora else 'full'})",
+    )
+    save_settings(description, output_dir)  # written last: its presence marks a finished model
+
+
+def _short_answer(text: str, max_words: int) -> str:
+    """The first line of a generated answer, at most ``max_words`` words, without
+    boilerplate punctuation (self-distillation keeps answers terse)."""
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    words = line.strip(" .!?,;:\"'").split()
+    return " ".join(words[:max_words])
+
+
+def distill(
+    teacher: InBedder,
+    texts: Sequence[str],
+    instructions: Sequence[str],
+    *,
+    max_words: int = 3,
+    batch_size: int = 16,
+    show_progress_bar: bool = True,
+) -> list[QARecord]:
+    """Self-distillation: an instruction-tuned ``teacher`` answers each question about
+    each text; the terse answers become training records for ``train``. Empty answers
+    are dropped."""
+    records = []
+    for instruction in instructions:
+        answers = teacher.answer(list(texts), instruction, batch_size=batch_size, show_progress_bar=show_progress_bar)
+        for text, answer in zip(texts, answers):
+            short = _short_answer(answer, max_words)
+            if short:
+                records.append(QARecord(text, instruction, short))
+    return records
+
+
+def write_records(records: Sequence[QARecord], path: str | Path) -> None:
+    """Write records as JSONL (the format ``load_records`` reads)."""
+    lines = [json.dumps({"input": r.input, "instruction": r.instruction, "output": r.output}, ensure_ascii=False) for r in records]
+    Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
