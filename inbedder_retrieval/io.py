@@ -8,7 +8,7 @@ from typing import Any
 
 
 def read_records(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
-    """(line number, JSON object) for each non-blank line of a ``.jsonl`` file; errors name
+    """(line number, JSON value) for each non-blank line of a ``.jsonl`` file; errors name
     the file and line."""
     path = Path(path)
     if not path.is_file():
@@ -21,8 +21,6 @@ def read_records(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
             record = json.loads(line)
         except json.JSONDecodeError as error:
             raise ValueError(f"{path}:{number}: not valid JSON ({error.msg})") from None
-        if not isinstance(record, dict):
-            raise ValueError(f"{path}:{number}: expected a JSON object")
         records.append((number, record))
     return records
 
@@ -36,7 +34,7 @@ def read_documents(
     """
     texts, ids, metadatas = [], [], []
     for number, record in read_records(path):
-        if not isinstance(record.get(text_field), str):
+        if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
             raise ValueError(f"{path}:{number}: no string {text_field!r} field")
         texts.append(record[text_field])
         ids.append(record.get(id_field))
@@ -56,7 +54,7 @@ def read_texts(path: str | Path, field: str = "text") -> list[str]:
     if path.suffix == ".jsonl":
         texts = []
         for number, record in read_records(path):
-            if not isinstance(record.get(field), str):
+            if not isinstance(record, dict) or not isinstance(record.get(field), str):
                 raise ValueError(f"{path}:{number}: expected an object with a string {field!r} field")
             texts.append(record[field])
         return texts

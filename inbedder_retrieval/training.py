@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from .atomic import atomic_directory
 from .embedder import InBedder
 from .encoders import Backend
+from .io import read_records
 from .models import ModelDescription, save_settings
 from .prompts import PromptTemplate
 
@@ -72,15 +73,7 @@ def load_records(source: str | Path) -> list[QARecord]:
             raise FileNotFoundError(f"{path} holds no .jsonl files")
         return [record for file in files for record in load_records(file)]
     if path.is_file():
-        records = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{number}: not valid JSON ({error.msg})") from None
-            records.append(_check_record(data, f"{path}:{number}"))
+        records = [_check_record(data, f"{path}:{number}") for number, data in read_records(path)]
         if not records:
             raise ValueError(f"{path} holds no records")
         return records
