@@ -87,3 +87,21 @@ def encode_cached(model, texts: Sequence[str], instruction: str, cache: Embeddin
         for index, vector in zip(missing, fresh):
             cached[index] = vector
     return np.stack(cached).astype("float32", copy=False)
+
+
+def encode_many_cached(
+    model, texts: Sequence[str], instructions: Sequence[str], cache: EmbeddingCache | None, **kwargs
+) -> dict[str, np.ndarray]:
+    """``model.encode_many``, taking what ``cache`` has and storing the rest."""
+    if cache is None or not texts:
+        return model.encode_many(list(texts), list(instructions), **kwargs)
+    fingerprint = model.fingerprint
+    cached = {instruction: cache.get(fingerprint, instruction, texts) for instruction in instructions}
+    missing = sorted({index for vectors in cached.values() for index, vector in enumerate(vectors) if vector is None})
+    if missing:
+        fresh = model.encode_many([texts[index] for index in missing], list(instructions), **kwargs)
+        for instruction, matrix in fresh.items():
+            cache.put(fingerprint, instruction, [texts[index] for index in missing], matrix)
+            for index, vector in zip(missing, matrix):
+                cached[instruction][index] = vector
+    return {instruction: np.stack(vectors).astype("float32", copy=False) for instruction, vectors in cached.items()}

@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -172,7 +173,7 @@ class InBedder:
             return int(self.reencoder.get_embedding_dimension())
         return self.backend.hidden_size
 
-    @property
+    @cached_property
     def fingerprint(self) -> str:
         """Identifies the vectors this model produces: settings, config and a weight sample.
 
@@ -180,7 +181,6 @@ class InBedder:
         mix vectors of models whose fingerprints differ.
         """
         description = self.description
-        weights = self.backend.model.get_input_embeddings().weight
         digest = hashlib.sha256()
         for part in (
             description.family, description.pooling, str(description.layer), repr(description.template),
@@ -188,8 +188,9 @@ class InBedder:
             _architecture(self.backend.model.config),
         ):
             digest.update(part.encode() + b"\0")
-        digest.update(weights[:8].detach().float().cpu().numpy().tobytes())
-        digest.update(weights[-8:].detach().float().cpu().numpy().tobytes())
+        with torch.no_grad():  # a few values of every weight tensor: fine-tunes differ here
+            sample = torch.cat([p.detach().reshape(-1)[:4].float().cpu() for p in self.backend.model.parameters()])
+        digest.update(sample.numpy().tobytes())
         return digest.hexdigest()[:16]
 
     @property
@@ -229,6 +230,47 @@ class InBedder:
         if single:
             vectors = vectors[0]
         return vectors.numpy() if convert_to == "numpy" else vectors
+
+    def encode_many(
+        self,
+        texts: Sequence[str],
+        instructions: Sequence[str],
+        *,
+        batch_size: int = 32,
+        normalize: bool = True,
+        show_progress_bar: bool | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Embed ``texts`` under several instructions at once: ``{instruction: array}``.
+
+        Causal models encode each text's part of the prompt once and run only each
+        instruction's tokens on top of it (same vectors as separate ``encode`` calls; set
+        ``model.backend.reuse_prefix = False`` to turn the sharing off).
+        """
+        checked = validate_texts(texts)
+        instructions = [validate_instruction(instruction) for instruction in instructions]
+        if len(set(instructions)) != len(instructions):
+            raise ValueError("instructions must be distinct")
+        outputs = {instruction: torch.zeros((len(checked), self.dim)) for instruction in instructions}
+        if checked and instructions:
+            lengths = [len(text) for text in checked]
+            order = sorted(range(len(checked)), key=lambda index: -lengths[index])
+            if show_progress_bar is None:
+                show_progress_bar = len(checked) * len(instructions) >= PROGRESS_BAR_MIN_TEXTS
+            for start in tqdm(range(0, len(order), batch_size), desc="Encoding", unit="batch", disable=not show_progress_bar):
+                indices = order[start : start + batch_size]
+                batch = [checked[index] for index in indices]
+                if self.description.pooling == "reencode":
+                    vectors = [self._embed_batch(self.backend.build_prompts(batch, q)) for q in instructions]
+                else:
+                    vectors = self.backend.embed_many(batch, instructions, self.description.pooling, self.description.layer)
+                for instruction, matrix in zip(instructions, vectors):
+                    outputs[instruction][indices] = matrix
+        result = {}
+        for instruction, matrix in outputs.items():
+            if normalize:
+                matrix = torch.nn.functional.normalize(matrix, p=2, dim=-1)
+            result[instruction] = matrix.numpy()
+        return result
 
     def encode_queries(self, queries: str | Sequence[str], instruction: str | None = None, **kwargs: object) -> np.ndarray | torch.Tensor:
         """Embed search queries under ``instruction`` (default: ``query_instruction``)."""

@@ -24,7 +24,7 @@ from filelock import FileLock, Timeout
 from tqdm.auto import tqdm
 
 from .atomic import atomic_write_bytes
-from .cache import EmbeddingCache, encode_cached
+from .cache import EmbeddingCache, encode_cached, encode_many_cached
 from .embedder import InBedder
 from .errors import CorruptIndexError, IncompatibleIndexError, IndexLockedError, UnknownInstructionError
 from .prompts import validate_instruction, validate_texts
@@ -291,16 +291,24 @@ class InstructionIndex:
         return ids
 
     def _vectors_for(self, batch: list[Document], specs: list[InstructionSpec], batch_size: int) -> dict[str, np.ndarray]:
-        """Vectors of ``batch`` per space, reusing stored ones where the text is unchanged."""
+        """Vectors of ``batch`` per space, reusing stored ones where the text is unchanged.
+
+        New texts are embedded under all instructions in one ``encode_many`` call, which
+        encodes each text once for causal models (see ``CausalBackend.embed_many``)."""
         stored = self.store.get([doc.id for doc in batch])
         unchanged = [doc.id for doc, old in zip(batch, stored) if old is not None and old.text == doc.text]
-        vectors = {}
-        for spec in specs:
-            reused = self.store.get_vectors(spec.space, unchanged) if unchanged else {}
-            todo = [doc for doc in batch if doc.id not in reused]
-            fresh = iter(self._encode([doc.text for doc in todo], spec.instruction, batch_size) if todo else ())
-            vectors[spec.space] = np.stack([reused[doc.id] if doc.id in reused else next(fresh) for doc in batch])
-        return vectors
+        reused = {spec.space: self.store.get_vectors(spec.space, unchanged) if unchanged else {} for spec in specs}
+        todo = [doc for doc in batch if not all(doc.id in reused[spec.space] for spec in specs)]
+        fresh = encode_many_cached(self.model, [doc.text for doc in todo], [spec.instruction for spec in specs],
+                                   self.cache, batch_size=batch_size) if todo else {}
+        position = {doc.id: row for row, doc in enumerate(todo)}
+        return {
+            spec.space: np.stack([
+                fresh[spec.instruction][position[doc.id]] if doc.id in position else reused[spec.space][doc.id]
+                for doc in batch
+            ])
+            for spec in specs
+        }
 
     def _encode(self, texts: list[str], instruction: str, batch_size: int) -> np.ndarray:
         return encode_cached(self.model, texts, instruction, self.cache, batch_size=batch_size)

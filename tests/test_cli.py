@@ -25,7 +25,7 @@ def test_every_command_has_help(capsys):
 def test_models_lists_the_registry(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
-    assert "smollm2-135m-instruct*" in out and "BrandonZYW/roberta-large-InBedder" in out
+    assert "smollm2-135m-inbedder*" in out and "smollm2-135m-instruct " in out and "BrandonZYW/roberta-large-InBedder" in out
     assert main(["models", "--json"]) == 0
     names = [entry["name"] for entry in json.loads(capsys.readouterr().out)]
     assert "BrandonZYW/opt-1.3b-InBedder" in names

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from inbedder_retrieval import DEFAULT_MODEL, get_model
+from inbedder_retrieval import DEFAULT_MODEL, InBedder, get_model
+from inbedder_retrieval.models import ZERO_SHOT_MODEL
 from inbedder_retrieval.evaluation import aspect_triplet_accuracy
 from inbedder_retrieval.samples import load_sample
 from inbedder_retrieval.weights import DEFAULT_REENCODER, resolve_source
@@ -15,15 +16,32 @@ pytestmark = pytest.mark.slow
 TEXT = "The battery died after two hours and support never answered."
 INSTRUCTION = "How does the customer feel?"
 # fastembed-style golden values: the first dimensions of one vector (fp32, CPU).
-GOLDEN = [-0.0115939, 0.0219208, -0.0298713, 0.0129843, -0.0082291]
+GOLDEN = {
+    DEFAULT_MODEL: [-0.0150897, 0.0322914, -0.0341709, 0.0292423, -0.0282407],
+    ZERO_SHOT_MODEL: [-0.0115939, 0.0219208, -0.0298713, 0.0129843, -0.0082291],
+}
 
 
-def test_default_model_loads_and_embeds(default_model):
+@pytest.fixture(scope="module")
+def zero_shot_model():
+    return InBedder.from_pretrained(ZERO_SHOT_MODEL)
+
+
+def test_default_model_is_the_shipped_fine_tuned_adapter(default_model):
     assert default_model.name == DEFAULT_MODEL
+    assert default_model.description.base_model == ZERO_SHOT_MODEL
     assert default_model.dim == get_model(DEFAULT_MODEL).dim == 576
-    vector = default_model.encode([TEXT], INSTRUCTION)
+    assert not hasattr(default_model.backend.model, "peft_config")  # merged at load time
+    answers = default_model.answer(["The waiter was lovely and the risotto was perfect."], "How does the customer feel?")
+    assert len(answers[0].split()) <= 3  # fine-tuned to answer tersely
+
+
+@pytest.mark.parametrize("name", [DEFAULT_MODEL, ZERO_SHOT_MODEL])
+def test_golden_vectors(name, default_model, zero_shot_model):
+    model = default_model if name == DEFAULT_MODEL else zero_shot_model
+    vector = model.encode([TEXT], INSTRUCTION)
     assert vector.shape == (1, 576)
-    np.testing.assert_allclose(vector[0, :5], GOLDEN, atol=2e-4)
+    np.testing.assert_allclose(vector[0, :5], GOLDEN[name], atol=2e-4)
 
 
 def test_default_model_batched_equals_one_by_one(default_model):
@@ -52,15 +70,22 @@ def test_default_beats_a_plain_sentence_embedder_on_the_harder_aspect(default_mo
     assert min(ours.values()) > 0.6, ours
 
 
-def test_default_model_prefix_reuse_equals_plain_path(default_model):
+@pytest.mark.parametrize("name", [DEFAULT_MODEL, ZERO_SHOT_MODEL])
+def test_prefix_reuse_equals_plain_path(name, default_model, zero_shot_model):
+    """Shared prompt prefix (zero-shot: ~215 tokens) and shared documents (encode_many)."""
+    model = default_model if name == DEFAULT_MODEL else zero_shot_model
     texts = [record["text"] for record in load_sample("demo_reviews")[6:12]]
-    backend = default_model.backend
-    assert len(backend._prefix_ids) > 200  # system prompt and few-shot examples
-    reused = default_model.encode(texts, INSTRUCTION, normalize=False)
+    backend = model.backend
+    if name == ZERO_SHOT_MODEL:
+        assert len(backend._prefix_ids) > 200  # system prompt and few-shot examples
+    questions = [INSTRUCTION, "Which product or service is discussed?"]
+    reused = model.encode(texts, INSTRUCTION, normalize=False)
+    together = model.encode_many(texts, questions, normalize=False)
     backend.reuse_prefix = False
     try:
-        plain = default_model.encode(texts, INSTRUCTION, normalize=False)
+        plain = model.encode(texts, INSTRUCTION, normalize=False)
     finally:
         backend.reuse_prefix = True
+    np.testing.assert_allclose(together[INSTRUCTION], plain, atol=1e-3, rtol=1e-5)
     np.testing.assert_allclose(reused, plain, atol=1e-3, rtol=1e-5)
     assert np.abs(reused - plain).max() / np.abs(plain).max() < 1e-5

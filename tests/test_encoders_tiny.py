@@ -179,13 +179,39 @@ def test_shared_prefix_reuse_equals_the_plain_path(tiny_model_dir, kind):
     prompts = backend.build_prompts(TEXTS, INSTRUCTION)
     assert all(prompt.startswith(backend.constant_prefix()) for prompt in prompts)
     calls = []
-    original = backend._embed_after_prefix
-    backend._embed_after_prefix = lambda *args: calls.append(1) or original(*args)
+    original = backend._run
+    backend._run = lambda rows, layer, past=None, keep_cache=False: calls.append(past is not None or keep_cache) or original(rows, layer, past, keep_cache)
     reused = model.encode(TEXTS, INSTRUCTION, normalize=False, batch_size=3)
-    assert calls, "the prefix path was not taken"
+    assert calls and all(calls), "the prefix path was not taken"  # one prefix pass, then batches on top
     backend.reuse_prefix = False
     plain = model.encode(TEXTS, INSTRUCTION, normalize=False, batch_size=3)
     np.testing.assert_allclose(reused, plain, atol=1e-5)
     backend.reuse_prefix = True
     truncated = load(tiny_model_dir, kind, template=FEW_SHOT, max_length=40)  # prefix cut: plain path
     assert truncated.encode(TEXTS, INSTRUCTION).shape == (len(TEXTS), truncated.dim)
+
+
+@pytest.mark.parametrize("kind", CAUSAL)
+@pytest.mark.parametrize("template", [None, FEW_SHOT], ids=["plain", "few-shot"])
+def test_encode_many_reuses_each_document_and_equals_separate_encodes(tiny_model_dir, kind, template):
+    model = load(tiny_model_dir, kind, template=template)
+    instructions = [INSTRUCTION, "Which product is discussed?", "What does the customer want?"]
+    calls = []
+    original = model.backend._run
+    model.backend._run = lambda rows, layer, past=None, keep_cache=False: calls.append(len(rows[0])) or original(rows, layer, past, keep_cache)
+    together = model.encode_many(TEXTS, instructions, batch_size=2)
+    model.backend._run = original
+    assert list(together) == instructions
+    suffix_runs = [length for length in calls if length < 20]
+    assert len(suffix_runs) >= len(instructions), "instructions did not run on a document cache"
+    for instruction in instructions:
+        np.testing.assert_allclose(together[instruction], model.encode(TEXTS, instruction, batch_size=2), atol=1e-5)
+    model.backend.reuse_prefix = False
+    np.testing.assert_allclose(model.encode_many(TEXTS, instructions)[instructions[1]], together[instructions[1]], atol=1e-5)
+
+
+def test_encode_many_on_other_families_and_poolings(tiny_model_dir):
+    for kind, pooling in (("roberta", None), ("t5", None), ("llama", "avg_gen")):
+        model = load(tiny_model_dir, kind, pooling=pooling)
+        together = model.encode_many(TEXTS[:3], ["Q1?", "Q2?"])
+        np.testing.assert_allclose(together["Q2?"], model.encode(TEXTS[:3], "Q2?"), atol=1e-5)

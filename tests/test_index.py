@@ -92,12 +92,12 @@ def test_new_instructions_in_add_and_empty_index(tmp_path, model):
 
 def test_unchanged_texts_are_not_embedded_again(index, monkeypatch):
     calls = []
-    original = index.model.encode
-    monkeypatch.setattr(index.model, "encode", lambda texts, *a, **k: calls.append(list(texts)) or original(texts, *a, **k))
+    original = index.model.encode_many
+    monkeypatch.setattr(index.model, "encode_many", lambda texts, *a, **k: calls.append(list(texts)) or original(texts, *a, **k))
     index.add(TEXTS, ids=IDS)
     assert calls == []
     index.add([TEXTS[0], "changed"], ids=[IDS[0], IDS[1]])
-    assert calls == [["changed"], ["changed"]]
+    assert calls == [["changed"]]  # embedded once, under both instructions
 
 
 @pytest.mark.parametrize(
@@ -210,14 +210,14 @@ def test_killed_writer_leaves_the_index_as_before(index, tmp_path):
         import pathlib, time
         from inbedder_retrieval.index import InstructionIndex
         index = InstructionIndex.open({str(tmp_path / 'idx')!r})
-        original, calls = index.model.encode, []
+        original, calls = index.model.encode_many, []
         def slow(*args, **kwargs):
             calls.append(1)
-            if len(calls) == 5:  # two batches written under both instructions, third batch pending
+            if len(calls) == 3:  # two batches written under both instructions, third batch pending
                 pathlib.Path({str(marker)!r}).touch()
                 time.sleep(600)
             return original(*args, **kwargs)
-        index.model.encode = slow
+        index.model.encode_many = slow
         index.add([f"new text {{i}}" for i in range(40)], ids=["doc-0"] + [f"new-{{i}}" for i in range(39)], batch_size=8)
     """, tmp_path)
     _wait_for(marker, child)

@@ -2,8 +2,8 @@
 
     .venv/bin/python tools/ship_adapter.py /tmp/smollm2-inbedder inbedder_retrieval/adapters/smollm2-135m-inbedder
 
-Copies the adapter config, tokenizer files and ``inbedder.json`` (with ``base_model`` set
-to the registry name of the shipped base), and halves the adapter's size by casting its
+Copies the adapter config and ``inbedder.json`` (with ``base_model`` set to the registry
+name of the shipped base; the tokenizer comes from the base model), and halves the adapter's size by casting its
 weights to float16 (peft casts them back to the base model's dtype when loading).
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-KEEP = ("adapter_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
+KEEP = ("adapter_config.json",)  # the tokenizer is the base model's (training did not change it)
 
 
 def main(source: Path, target: Path, base: str = "smollm2-135m-instruct") -> None:

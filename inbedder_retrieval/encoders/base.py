@@ -9,6 +9,7 @@ A backend turns finished prompt strings into vectors (``embed``) or answers
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from pathlib import Path
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -66,8 +67,9 @@ class Backend(ABC):
         For a LoRA adapter (``description.base_model`` set) the base model is loaded first
         and the adapter merged into it, so inference costs what the base model costs.
         """
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         weights = path if description.base_model is None else base_weights(description.base_model)
+        own_tokenizer = description.base_model is None or (Path(path) / "tokenizer_config.json").exists()
+        tokenizer = AutoTokenizer.from_pretrained(path if own_tokenizer else weights, trust_remote_code=trust_remote_code)
         model = cls.auto_class.from_pretrained(weights, dtype=dtype, trust_remote_code=trust_remote_code)
         if description.base_model is not None:
             from peft import PeftModel
@@ -136,6 +138,12 @@ class Backend(ABC):
     @abstractmethod
     def embed(self, prompts: Sequence[str], pooling: str, layer: int) -> torch.Tensor:
         """One float32 CPU vector per prompt, pooled as ``pooling`` from ``layer``."""
+
+    def embed_many(self, texts: Sequence[str], instructions: Sequence[str], pooling: str, layer: int) -> list[torch.Tensor]:
+        """``texts`` embedded under each instruction (one tensor per instruction).
+
+        Backends that can share work between instructions override this."""
+        return [self.embed(self.build_prompts(texts, instruction), pooling, layer) for instruction in instructions]
 
     @abstractmethod
     def generate(self, prompts: Sequence[str], max_new_tokens: int) -> list[str]:

@@ -42,20 +42,101 @@ class CausalBackend(Backend):
         features = self.tokenize(prompts)
         if pooling == "avg_gen":
             return self._avg_gen(features, layer).float().cpu()
+        rows = [row[keep.bool()] for row, keep in zip(features["input_ids"], features["attention_mask"])]
+        return self._last_states(rows, layer).float().cpu()
+
+    @torch.inference_mode()
+    def embed_many(self, texts: Sequence[str], instructions: Sequence[str], pooling: str, layer: int) -> list[torch.Tensor]:
+        """Embed ``texts`` under several instructions, encoding each text once.
+
+        The template puts the input before the instruction, so each prompt is
+        [document part][instruction part]: the document part's key/value cache is computed
+        once per batch and every instruction runs only its own tokens on top of it. Falls
+        back to one pass per instruction when that split does not hold token for token
+        (tokenizer merges across the boundary, or truncation).
+        """
+        split = self._split_rows(texts, instructions) if self.reuse_prefix and pooling == "fst_gen" else None
+        if split is None:
+            return super().embed_many(texts, instructions, pooling, layer)
+        documents, suffixes = split
+        _, cache, mask = self._run(documents, layer, keep_cache=True)
+        return [
+            self._run([suffix] * len(texts), layer, past=(cache, mask))[0].float().cpu()
+            for suffix in suffixes
+        ]
+
+    def _split_rows(
+        self, texts: Sequence[str], instructions: Sequence[str]
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]] | None:
+        """Token rows of each text's document part and of each instruction's part, if the
+        concatenation equals the tokenized full prompt for every pair."""
+        sentinel = "\u2063INBEDDER-INSTRUCTION\u2063"
+        heads, tails = zip(*(prompt.split(sentinel, 1) for prompt in self.build_prompts(texts, sentinel)))
+        if len(set(tails)) != 1:
+            return None
+        special = not self.template.uses_chat
+        documents = self.tokenizer(list(heads), add_special_tokens=special)["input_ids"]
+        suffixes = [self.tokenizer(q + tails[0], add_special_tokens=False)["input_ids"] for q in instructions]
+        for instruction, suffix in zip(instructions, suffixes):
+            full = self.tokenizer(self.build_prompts(texts, instruction), add_special_tokens=special)["input_ids"]
+            if any(len(f) > self.description.max_length or f != d + suffix for f, d in zip(full, documents)):
+                return None
+        as_tensor = lambda ids: torch.tensor(ids, dtype=torch.long, device=self.device)  # noqa: E731
+        return [as_tensor(ids) for ids in documents], [as_tensor(ids) for ids in suffixes]
+
+    def _last_states(self, rows: list[torch.Tensor], layer: int) -> torch.Tensor:
+        """Last-token states of unpadded token rows, on top of the shared-prefix cache when
+        every row starts with it."""
         prefix = self._prefix_ids if self.reuse_prefix else ()
-        if len(prefix) >= self.MIN_SHARED_PREFIX:
-            rows = features["input_ids"]
-            mask = features["attention_mask"].bool()
-            if all(row[keep].tolist()[: len(prefix)] == list(prefix) and keep.sum() > len(prefix)
-                   for row, keep in zip(rows, mask)):
-                return self._embed_after_prefix(rows, mask, prefix, layer).float().cpu()
+        shared = len(prefix)
+        if shared >= self.MIN_SHARED_PREFIX and all(
+            len(row) > shared and row[:shared].tolist() == list(prefix) for row in rows
+        ):
+            past_mask = torch.ones((len(rows), shared), dtype=torch.long, device=self.device)
+            return self._run([row[shared:] for row in rows], layer, past=(self._prefix_cache, past_mask))[0]
+        return self._run(rows, layer)[0]
+
+    def _run(
+        self,
+        rows: list[torch.Tensor],
+        layer: int,
+        past: tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor] | None = None,
+        keep_cache: bool = False,
+    ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]] | None, torch.Tensor]:
+        """One forward pass over left-padded ``rows`` after an optional cached ``past``
+        (per-layer keys/values with batch 1 or len(rows), and its attention mask).
+
+        Rows are laid out as [past][left padding][row] with positions that skip padding, so
+        each row sees exactly the tokens and positions of its unpadded prompt. Returns the
+        last-token states, the new cache (if ``keep_cache``) and the full attention mask.
+        """
+        batch, width = len(rows), max(len(row) for row in rows)
+        input_ids = torch.full((batch, width), self.tokenizer.pad_token_id, dtype=torch.long, device=self.device)
+        mask = torch.zeros((batch, width), dtype=torch.long, device=self.device)
+        for index, row in enumerate(rows):
+            input_ids[index, width - len(row):] = row
+            mask[index, width - len(row):] = 1
+        cache = DynamicCache(config=self.model.config) if keep_cache else None
+        if past is not None:
+            layers, past_mask = past
+            mask = torch.cat([past_mask, mask], dim=1)
+            cache = DynamicCache(
+                ddp_cache_data=[(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in layers],
+                config=self.model.config,
+            )
         outputs = self.model.base_model(
-            **features,
-            position_ids=position_ids_for(features["attention_mask"]),
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=position_ids_for(mask)[:, -width:],
             output_hidden_states=True,
-            use_cache=False,
+            use_cache=cache is not None,
+            **({self._cache_argument: cache} if cache is not None else {}),
         )
-        return outputs.hidden_states[layer][:, -1].float().cpu()
+        new_cache = None
+        if keep_cache:
+            returned = outputs.get("cache") or outputs.get("past_key_values")
+            new_cache = [(item.keys, item.values) for item in returned.layers]
+        return outputs.hidden_states[layer][:, -1], new_cache, mask
 
     @cached_property
     def _cache_argument(self) -> str:
@@ -71,42 +152,9 @@ class CausalBackend(Backend):
     @cached_property
     def _prefix_cache(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Keys and values of the shared prefix for one sequence, per layer."""
-        ids = torch.tensor([self._prefix_ids], device=self.device)
+        ids = torch.tensor(self._prefix_ids, device=self.device)
         with torch.inference_mode():
-            outputs = self.model.base_model(input_ids=ids, use_cache=True)
-        cache = outputs.get("cache") or outputs.get("past_key_values")
-        return [(layer.keys, layer.values) for layer in cache.layers]
-
-    def _embed_after_prefix(
-        self, rows: torch.Tensor, mask: torch.Tensor, prefix: tuple[int, ...], layer: int
-    ) -> torch.Tensor:
-        """Run only what follows the shared prefix, on top of its cached keys and values.
-
-        Rows are re-packed as [prefix][left padding][rest], with positions that skip the
-        padding, so each row sees exactly the tokens (and positions) of the plain path.
-        """
-        batch, shared = rows.shape[0], len(prefix)
-        rests = [row[keep][shared:] for row, keep in zip(rows, mask)]
-        width = max(len(rest) for rest in rests)
-        input_ids = torch.full((batch, width), self.tokenizer.pad_token_id, dtype=torch.long, device=self.device)
-        rest_mask = torch.zeros((batch, width), dtype=torch.long, device=self.device)
-        for index, rest in enumerate(rests):
-            input_ids[index, width - len(rest):] = rest
-            rest_mask[index, width - len(rest):] = 1
-        attention_mask = torch.cat([torch.ones((batch, shared), dtype=torch.long, device=self.device), rest_mask], 1)
-        cache = DynamicCache(
-            ddp_cache_data=[(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in self._prefix_cache],
-            config=self.model.config,
-        )
-        outputs = self.model.base_model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids_for(attention_mask)[:, shared:],
-            **{self._cache_argument: cache},
-            output_hidden_states=True,
-            use_cache=True,
-        )
-        return outputs.hidden_states[layer][:, -1]
+            return self._run([ids], -1, keep_cache=True)[1]
 
     def _avg_gen(self, features: BatchEncoding, layer: int) -> torch.Tensor:
         output = self._greedy(
