@@ -178,7 +178,11 @@ def _save_checkpoint(output_dir: Path, model, optimizer, scheduler, state: dict[
         return
     with atomic_directory(target) as staging:
         save_file(_trainable_state(model), str(staging / "trainable.safetensors"))
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, staging / "optimizer.pt")
+        rng = {"cpu": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state()
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng},
+                   staging / "optimizer.pt")
         (staging / STATE_FILE).write_text(json.dumps(state), encoding="utf-8")
     for old in _checkpoints(output_dir)[:-2]:  # keep the two newest
         shutil.rmtree(old, ignore_errors=True)
@@ -193,6 +197,9 @@ def _load_checkpoint(folder: Path, model, optimizer, scheduler) -> dict[str, Any
     saved = torch.load(folder / "optimizer.pt", weights_only=True)
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
+    torch.set_rng_state(saved["rng"]["cpu"])  # dropout continues as if never interrupted
+    if "cuda" in saved["rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state(saved["rng"]["cuda"])
     return json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
 
 

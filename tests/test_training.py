@@ -67,11 +67,12 @@ def test_causal_labels_cover_only_the_answer(tiny_model_dir):
     assert ids[-len(answer):] == answer and len(ids) == len(labels)
 
 
-def test_resume_after_interruption_matches_an_uninterrupted_run(tiny_model_dir, records_file, tmp_path, monkeypatch):
+@pytest.mark.parametrize("kind", ["llama", "roberta"])
+def test_resume_after_interruption_matches_an_uninterrupted_run(tiny_model_dir, records_file, tmp_path, monkeypatch, kind):
     import inbedder_retrieval.training as training
 
     records = load_records(records_file)
-    straight = train(tiny_model_dir("llama"), records, tmp_path / "straight", config(), device="cpu", show_progress_bar=False)
+    straight = train(tiny_model_dir(kind), records, tmp_path / "straight", config(), device="cpu", show_progress_bar=False)
     original = training._save_checkpoint
 
     def save_then_crash(output_dir, model, optimizer, scheduler, state):
@@ -80,10 +81,10 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tiny_model_dir, 
 
     monkeypatch.setattr(training, "_save_checkpoint", save_then_crash)
     with pytest.raises(KeyboardInterrupt):
-        train(tiny_model_dir("llama"), records, tmp_path / "resumed", config(), device="cpu", show_progress_bar=False)
+        train(tiny_model_dir(kind), records, tmp_path / "resumed", config(), device="cpu", show_progress_bar=False)
     monkeypatch.setattr(training, "_save_checkpoint", original)
     assert not (tmp_path / "resumed" / "inbedder.json").exists()
-    resumed = train(tiny_model_dir("llama"), records, tmp_path / "resumed", config(), device="cpu", show_progress_bar=False)
+    resumed = train(tiny_model_dir(kind), records, tmp_path / "resumed", config(), device="cpu", show_progress_bar=False)
     assert resumed.steps == 8
     np.testing.assert_allclose(resumed.losses, straight.losses, rtol=1e-4)
     a = InBedder.from_pretrained(tmp_path / "straight", device="cpu").encode(["x y z"], "What?")
