@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoConfig
 
+from .batching import token_budget_batches
 from .encoders import BACKENDS, Backend, infer_family
 from .models import DEFAULT_MODEL, REGISTRY, SETTINGS_FILE, ModelDescription, check_pooling, get_model, load_settings
 from .prompts import PromptTemplate, validate_instruction, validate_texts
@@ -27,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 #: Jobs with at least this many texts show a progress bar unless told otherwise.
 PROGRESS_BAR_MIN_TEXTS = 256
+#: Padded tokens per batch: 32 prompts of 512 tokens, or many more short ones.
+DEFAULT_MAX_BATCH_TOKENS = 16384
 
 _DTYPES = {
     "float32": torch.float32,
@@ -208,23 +211,23 @@ class InBedder:
         instruction: str,
         *,
         batch_size: int = 32,
+        max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS,
         normalize: bool = True,
         show_progress_bar: bool | None = None,
         convert_to: Literal["numpy", "torch"] = "numpy",
     ) -> np.ndarray | torch.Tensor:
         """Embed ``texts`` as answers to ``instruction``.
 
-        Texts are batched by token length (longest first) and returned in input order, as
-        a float32 array of shape (len(texts), dim); a single string gives shape (dim,).
+        Texts are sorted by token length (longest first) and batched by at most
+        ``batch_size`` texts and ``max_batch_tokens`` padded tokens, then returned in input
+        order, as a float32 array of shape (len(texts), dim); a single string gives (dim,).
         """
         single = isinstance(texts, str)
         checked = validate_texts([texts] if single else texts)
         instruction = validate_instruction(instruction)
         if convert_to not in ("numpy", "torch"):
             raise ValueError(f"convert_to must be 'numpy' or 'torch', got {convert_to!r}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        vectors = self._encode_sorted(checked, instruction, batch_size, show_progress_bar)
+        vectors = self._encode_sorted(checked, instruction, batch_size, max_batch_tokens, show_progress_bar)
         if normalize:
             vectors = torch.nn.functional.normalize(vectors, p=2, dim=-1)
         if single:
@@ -237,6 +240,7 @@ class InBedder:
         instructions: Sequence[str],
         *,
         batch_size: int = 32,
+        max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS,
         normalize: bool = True,
         show_progress_bar: bool | None = None,
     ) -> dict[str, np.ndarray]:
@@ -252,12 +256,11 @@ class InBedder:
             raise ValueError("instructions must be distinct")
         outputs = {instruction: torch.zeros((len(checked), self.dim)) for instruction in instructions}
         if checked and instructions:
-            lengths = [len(text) for text in checked]
-            order = sorted(range(len(checked)), key=lambda index: -lengths[index])
+            lengths = self.backend.token_lengths(self.backend.build_prompts(checked, instructions[0]))
+            batches = token_budget_batches(lengths, batch_size, max_batch_tokens)
             if show_progress_bar is None:
                 show_progress_bar = len(checked) * len(instructions) >= PROGRESS_BAR_MIN_TEXTS
-            for start in tqdm(range(0, len(order), batch_size), desc="Encoding", unit="batch", disable=not show_progress_bar):
-                indices = order[start : start + batch_size]
+            for indices in tqdm(batches, desc="Encoding", unit="batch", disable=not show_progress_bar):
                 batch = [checked[index] for index in indices]
                 if self.description.pooling == "reencode":
                     vectors = [self._embed_batch(self.backend.build_prompts(batch, q)) for q in instructions]
@@ -296,7 +299,7 @@ class InBedder:
         answers: list[str] = [""] * len(checked)
         if not checked:
             return answers
-        for indices, prompts in self._sorted_batches(checked, instruction, batch_size, show_progress_bar, "Answering"):
+        for indices, prompts in self._sorted_batches(checked, instruction, batch_size, None, show_progress_bar, "Answering"):
             for index, text in zip(indices, self.backend.generate(prompts, limit)):
                 answers[index] = text
         return answers
@@ -315,18 +318,16 @@ class InBedder:
         texts: list[str],
         instruction: str,
         batch_size: int,
+        max_batch_tokens: int | None,
         show_progress_bar: bool | None,
         description: str,
     ):
         """Yield (original indices, prompts) batches, longest prompts first."""
         prompts = self.backend.build_prompts(texts, instruction)
-        lengths = self.backend.token_lengths(prompts)
-        order = sorted(range(len(prompts)), key=lambda index: -lengths[index])
+        batches = token_budget_batches(self.backend.token_lengths(prompts), batch_size, max_batch_tokens)
         if show_progress_bar is None:
             show_progress_bar = len(texts) >= PROGRESS_BAR_MIN_TEXTS
-        starts = range(0, len(order), batch_size)
-        for start in tqdm(starts, desc=description, unit="batch", disable=not show_progress_bar):
-            indices = order[start : start + batch_size]
+        for indices in tqdm(batches, desc=description, unit="batch", disable=not show_progress_bar):
             yield indices, [prompts[index] for index in indices]
 
     def _embed_batch(self, prompts: list[str]) -> torch.Tensor:
@@ -336,12 +337,13 @@ class InBedder:
         return self.backend.embed(prompts, self.description.pooling, self.description.layer)
 
     def _encode_sorted(
-        self, texts: list[str], instruction: str, batch_size: int, show_progress_bar: bool | None
+        self, texts: list[str], instruction: str, batch_size: int, max_batch_tokens: int | None,
+        show_progress_bar: bool | None,
     ) -> torch.Tensor:
         output = torch.zeros((len(texts), self.dim), dtype=torch.float32)
         if not texts:
             return output
-        for indices, prompts in self._sorted_batches(texts, instruction, batch_size, show_progress_bar, "Encoding"):
+        for indices, prompts in self._sorted_batches(texts, instruction, batch_size, max_batch_tokens, show_progress_bar, "Encoding"):
             output[indices] = self._embed_batch(prompts)
         return output
 
