@@ -79,7 +79,12 @@ def load_records(source: str | Path) -> list[QARecord]:
         return records
     if path.exists() or path.suffix in (".jsonl", ".json"):
         raise FileNotFoundError(f"No such training file: {path}")
-    from datasets import load_dataset  # optional: only for hub data sets
+    try:
+        from datasets import load_dataset  # optional: only for hub data sets
+    except ImportError as error:
+        raise ImportError(
+            f"{source!r} is not a file; loading it as a hub data set needs: pip install 'inbedder-retrieval[hub-data]'"
+        ) from error
 
     rows = load_dataset(str(source), split="train")
     return [_check_record(dict(row), f"{source} row {index}") for index, row in enumerate(rows)]
