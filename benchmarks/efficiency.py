@@ -44,7 +44,7 @@ def main() -> None:
     peak = matmul_flops(16 * tokens // count, config.hidden_size, config.intermediate_size)
     print(f"{model.name}: {params / 1e6:.1f}M non-embedding parameters, {count} texts, {tokens} tokens, "
           f"{torch.get_num_threads()} threads")
-    print(f"| tokens/s | achieved GFLOP/s | matmul GFLOP/s | fraction | peak RSS |\n|---|---|---|---|---|")
+    print("| tokens/s | achieved GFLOP/s | matmul GFLOP/s | fraction | peak RSS |\n|---|---|---|---|---|")
     print(f"| {tokens / seconds:.0f} | {achieved / 1e9:.1f} | {peak / 1e9:.1f} | {achieved / peak:.2f} | "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB |")
 

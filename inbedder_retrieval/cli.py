@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
 from .errors import InBedderError
 
-Handler = Callable[[argparse.Namespace], int]
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
@@ -129,7 +129,6 @@ def cmd_index_delete(args: argparse.Namespace) -> int:
 
 def cmd_index_info(args: argparse.Namespace) -> int:
     from .index import InstructionIndex, read_manifest
-    from pathlib import Path
 
     if args.no_model:
         print(json.dumps(read_manifest(Path(args.path)), indent=2))

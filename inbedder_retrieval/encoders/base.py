@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import torch
 from transformers import AutoTokenizer, BatchEncoding, PreTrainedModel, PreTrainedTokenizerBase
 
-from ..models import ModelDescription, check_pooling
+from ..models import ModelDescription
 from ..prompts import PromptTemplate
 
 
@@ -34,8 +34,6 @@ class Backend(ABC):
     family: ClassVar[str]
     auto_class: ClassVar[Any]
     padding_side: ClassVar[str]
-    #: poolings this backend computes itself ("reencode" is done above, from ``generate``).
-    native_poolings: ClassVar[tuple[str, ...]]
 
     def __init__(
         self,
@@ -148,9 +146,6 @@ class Backend(ABC):
     @abstractmethod
     def generate(self, prompts: Sequence[str], max_new_tokens: int) -> list[str]:
         """The model's greedy answer to each prompt, without the prompt."""
-
-    def check_pooling(self, pooling: str) -> None:
-        check_pooling(self.family, pooling)
 
     # -- helpers shared by generating families --------------------------------------------
     def _greedy(self, features: BatchEncoding, max_new_tokens: int, **extra: Any) -> Any:

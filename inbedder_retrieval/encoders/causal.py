@@ -35,7 +35,6 @@ class CausalBackend(Backend):
     family = "causal"
     auto_class = AutoModelForCausalLM
     padding_side = "left"
-    native_poolings = ("fst_gen", "avg_gen")
 
     @torch.inference_mode()
     def embed(self, prompts: Sequence[str], pooling: str, layer: int) -> torch.Tensor:

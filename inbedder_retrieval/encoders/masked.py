@@ -20,7 +20,6 @@ class MaskedBackend(Backend):
     family = "masked"
     auto_class = AutoModelForMaskedLM
     padding_side = "right"
-    native_poolings = ("avg_gen",)
 
     def build_prompts(self, texts: Sequence[str], instruction: str) -> list[str]:
         masks = self.tokenizer.mask_token * self.description.mask_length

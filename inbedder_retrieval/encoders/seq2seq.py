@@ -20,7 +20,6 @@ class Seq2SeqBackend(Backend):
     family = "seq2seq"
     auto_class = AutoModelForSeq2SeqLM
     padding_side = "right"
-    native_poolings = ("fst_gen", "avg_gen")
 
     @torch.inference_mode()
     def embed(self, prompts: Sequence[str], pooling: str, layer: int) -> torch.Tensor:
