@@ -187,6 +187,23 @@ def cmd_distill(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cluster(args: argparse.Namespace) -> int:
+    from .cluster import cluster_texts
+    from .io import read_texts
+
+    texts = read_texts(args.input, args.text_field)
+    result = cluster_texts(_load_model(args), texts, args.instruction, k=args.k,
+                           k_values=range(args.k_min, args.k_max + 1), batch_size=args.batch_size)
+    print(result.table())
+    if result.silhouette_by_k:
+        print("\nsilhouette by k: " + ", ".join(f"{k}: {s:.3f}" for k, s in result.silhouette_by_k.items()))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8")
+    if args.plot:
+        result.plot(args.plot)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -253,6 +270,19 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--max-words", type=int, default=3, help="longest answer kept (default 3 words)")
     _model_options(distill)
     distill.set_defaults(handler=cmd_distill)
+
+    cluster = commands.add_parser("cluster", help="cluster texts under an instruction and explain the clusters",
+                                  description="k-means on the instruction's vectors; each cluster is explained by "
+                                              "the top TF-IDF terms of the model's answers, its common answers and "
+                                              "typical texts.")
+    _input_options(cluster)
+    cluster.add_argument("-k", type=int, default=None, help="number of clusters (default: best silhouette)")
+    cluster.add_argument("--k-min", type=int, default=2, help="smallest k tried (default 2)")
+    cluster.add_argument("--k-max", type=int, default=10, help="largest k tried (default 10)")
+    cluster.add_argument("--json", default=None, help="write the result as JSON to this path")
+    cluster.add_argument("--plot", default=None, help="save a 2-D projection coloured by cluster (PNG)")
+    _model_options(cluster)
+    cluster.set_defaults(handler=cmd_cluster)
 
     index = commands.add_parser("index", help="create and update instruction-aware indexes",
                                 description="Create, fill and inspect an instruction-aware index.")
