@@ -18,16 +18,8 @@ import torch
 
 from inbedder_retrieval import InBedder
 from inbedder_retrieval.embedder import load_reencoder
-from inbedder_retrieval.evaluation import TWO_ASPECT_INSTRUCTIONS, aspect_triplet_accuracy
+from inbedder_retrieval.evaluation import FIXTURES, aspect_triplet_accuracy
 from inbedder_retrieval.samples import load_sample
-
-FIXTURES = {
-    "two_aspects": TWO_ASPECT_INSTRUCTIONS,
-    "support_messages": {
-        "product": "Which product or service is discussed?",
-        "mood": "How does the customer feel?",
-    },
-}
 
 
 def main() -> None:

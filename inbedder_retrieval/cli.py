@@ -204,6 +204,32 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluation import FIXTURES, evaluate, markdown_table
+    from .evaluation import baselines
+    from .samples import load_sample
+
+    unknown = [name for name in args.fixture or () if name not in FIXTURES]
+    if unknown:
+        raise ValueError(f"unknown fixture {unknown[0]!r}; shipped: {', '.join(FIXTURES)}")
+    model = _load_model(args)
+    embedders = {f"InBedder ({model.name})": baselines.inbedder(model)}
+    if not args.no_baselines:
+        from .embedder import load_reencoder
+
+        minilm = load_reencoder(None, model.backend.device)
+        embedders["all-MiniLM-L6-v2"] = baselines.sentence_embedder(minilm)
+        embedders["all-MiniLM-L6-v2, '{instruction}: {text}'"] = baselines.prefixed_sentence_embedder(minilm)
+        embedders["raw LM, mean-pooled, no prompt"] = baselines.raw_language_model(model)
+    rows = [
+        evaluate(name, embed, fixture, load_sample(fixture), FIXTURES[fixture])
+        for fixture in (args.fixture or list(FIXTURES))
+        for name, embed in embedders.items()
+    ]
+    print(markdown_table(rows))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -283,6 +309,14 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.add_argument("--plot", default=None, help="save a 2-D projection coloured by cluster (PNG)")
     _model_options(cluster)
     cluster.set_defaults(handler=cmd_cluster)
+
+    evaluation = commands.add_parser("eval", help="instruction awareness on the shipped fixtures, with baselines",
+                                     description="Triplet accuracy and k-means V-measure per aspect (and their "
+                                                 "harmonic means) for the model and three baselines.")
+    evaluation.add_argument("--fixture", action="append", help="two_aspects or support_messages (default: both)")
+    evaluation.add_argument("--no-baselines", action="store_true", help="evaluate only the model")
+    _model_options(evaluation)
+    evaluation.set_defaults(handler=cmd_eval)
 
     index = commands.add_parser("index", help="create and update instruction-aware indexes",
                                 description="Create, fill and inspect an instruction-aware index.")

@@ -1,5 +1,25 @@
-"""Evaluation of instruction awareness."""
+"""Evaluation of instruction awareness against baselines."""
 
+from .awareness import AwarenessRow, evaluate, harmonic_mean, markdown_table, v_measure
 from .triplets import TWO_ASPECT_INSTRUCTIONS, aspect_triplet_accuracy, triplet_accuracy
 
-__all__ = ["TWO_ASPECT_INSTRUCTIONS", "aspect_triplet_accuracy", "triplet_accuracy"]
+#: Shipped fixtures and the instruction for each of their two aspects.
+FIXTURES = {
+    "two_aspects": TWO_ASPECT_INSTRUCTIONS,
+    "support_messages": {
+        "product": "Which product or service is discussed?",
+        "mood": "How does the customer feel?",
+    },
+}
+
+__all__ = [
+    "FIXTURES",
+    "TWO_ASPECT_INSTRUCTIONS",
+    "AwarenessRow",
+    "aspect_triplet_accuracy",
+    "evaluate",
+    "harmonic_mean",
+    "markdown_table",
+    "triplet_accuracy",
+    "v_measure",
+]

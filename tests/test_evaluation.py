@@ -1,0 +1,35 @@
+import numpy as np
+import pytest
+
+from inbedder_retrieval import InBedder
+from inbedder_retrieval.cli import main
+from inbedder_retrieval.evaluation import evaluate, harmonic_mean, markdown_table, triplet_accuracy, v_measure
+from inbedder_retrieval.evaluation import baselines
+
+
+def test_metrics_on_constructed_vectors():
+    topic = ["a", "a", "b", "b"] * 3
+    mood = ["x", "y"] * 6
+    by_topic = np.array([[1.0, 0.0] if t == "a" else [0.0, 1.0] for t in topic]) + 0.01 * np.arange(12)[:, None]
+    assert triplet_accuracy(by_topic, topic, mood) == 1.0
+    assert triplet_accuracy(by_topic, mood, topic) < 0.5
+    assert v_measure(by_topic, topic) == pytest.approx(1.0)
+    assert harmonic_mean([1.0, 0.5]) == pytest.approx(2 / 3) and harmonic_mean([0.0, 1.0]) == 0.0
+
+
+def test_evaluate_and_baselines_on_a_tiny_model(tiny_model_dir):
+    model = InBedder.from_pretrained(tiny_model_dir("llama"), device="cpu")
+    records = [{"text": f"text {i} about {t} feeling {m}", "topic": t, "mood": m}
+               for i, (t, m) in enumerate([("food", "good"), ("food", "bad"), ("tech", "good"), ("tech", "bad")] * 3)]
+    instructions = {"topic": "What topic?", "mood": "What mood?"}
+    rows = [evaluate(name, embed, "tiny", records, instructions) for name, embed in
+            {"inbedder": baselines.inbedder(model), "raw": baselines.raw_language_model(model)}.items()]
+    assert all(set(row.triplets) == {"topic", "mood"} and 0 <= row.v_measure_hm <= 1 for row in rows)
+    raw = baselines.raw_language_model(model)
+    np.testing.assert_allclose(raw(["a b"], "Q1?"), raw(["a b"], "Q2?"))  # the raw LM ignores the instruction
+    assert "| inbedder | tiny |" in markdown_table(rows)
+
+
+def test_cli_eval_rejects_unknown_fixture(capsys):
+    assert main(["eval", "--fixture", "nope"]) == 2
+    assert "unknown fixture 'nope'" in capsys.readouterr().err
