@@ -227,7 +227,28 @@ def cmd_eval(args: argparse.Namespace) -> int:
         for name, embed in embedders.items()
     ]
     print(markdown_table(rows))
+    if args.retrieval:
+        _eval_retrieval(model, args.fixture or list(FIXTURES), args.retrieval)
     return 0
+
+
+def _eval_retrieval(model, fixtures: list[str], queries: int, k: int = 10) -> None:
+    """Recall@k and nDCG@k of InstructionIndex search per aspect (records with ids only)."""
+    import tempfile
+
+    from .evaluation import FIXTURES, aspect_retrieval
+    from .index import InstructionIndex
+    from .samples import load_sample
+
+    print(f"\n| fixture | aspect | recall@{k} | ndcg@{k} |\n|---|---|---|---|")
+    for fixture in fixtures:
+        records = [{**record, "id": record.get("id", f"r{n}")} for n, record in enumerate(load_sample(fixture))]
+        with tempfile.TemporaryDirectory() as folder, InstructionIndex.create(
+            Path(folder) / "index", model, instructions=list(FIXTURES[fixture].values())
+        ) as index:
+            index.add([r["text"] for r in records], ids=[r["id"] for r in records])
+            for aspect, scores in aspect_retrieval(index, records, FIXTURES[fixture], k=k, queries=queries).items():
+                print(f"| {fixture} | {aspect} | {scores[f'recall@{k}']:.3f} | {scores[f'ndcg@{k}']:.3f} |")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -315,6 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "harmonic means) for the model and three baselines.")
     evaluation.add_argument("--fixture", action="append", help="two_aspects or support_messages (default: both)")
     evaluation.add_argument("--no-baselines", action="store_true", help="evaluate only the model")
+    evaluation.add_argument("--retrieval", type=int, default=0, metavar="N",
+                            help="also measure recall@10 / nDCG@10 of index search with N queries per fixture")
     _model_options(evaluation)
     evaluation.set_defaults(handler=cmd_eval)
 

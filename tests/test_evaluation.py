@@ -33,3 +33,26 @@ def test_evaluate_and_baselines_on_a_tiny_model(tiny_model_dir):
 def test_cli_eval_rejects_unknown_fixture(capsys):
     assert main(["eval", "--fixture", "nope"]) == 2
     assert "unknown fixture 'nope'" in capsys.readouterr().err
+
+
+def test_retrieval_metrics():
+    from inbedder_retrieval.evaluation import ndcg_at_k, recall_at_k
+
+    assert recall_at_k(["a", "x", "b"], {"a", "b"}, 3) == 1.0
+    assert recall_at_k(["x", "y", "a"], {"a", "b", "c", "d"}, 2) == 0.0
+    assert ndcg_at_k(["a", "b"], {"a", "b"}, 2) == pytest.approx(1.0)
+    assert ndcg_at_k(["x", "a"], {"a"}, 2) == pytest.approx(1 / np.log2(3))
+    with pytest.raises(ValueError):
+        recall_at_k(["a"], set(), 1)
+
+
+def test_aspect_retrieval_over_an_index(tiny_model_dir, tmp_path):
+    from inbedder_retrieval.evaluation import aspect_retrieval
+    from inbedder_retrieval.index import InstructionIndex
+
+    model = InBedder.from_pretrained(tiny_model_dir("llama"), device="cpu")
+    records = [{"id": f"d{i}", "text": f"text {i} about {t}", "topic": t} for i, t in enumerate(["food", "tech"] * 4)]
+    with InstructionIndex.create(tmp_path / "idx", model, instructions=["What topic?"]) as index:
+        index.add([r["text"] for r in records], ids=[r["id"] for r in records])
+        scores = aspect_retrieval(index, records, {"topic": "What topic?"}, k=3)
+    assert set(scores["topic"]) == {"recall@3", "ndcg@3"} and 0 <= scores["topic"]["ndcg@3"] <= 1

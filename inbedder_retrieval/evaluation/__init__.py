@@ -1,6 +1,7 @@
 """Evaluation of instruction awareness against baselines."""
 
 from .awareness import AwarenessRow, evaluate, harmonic_mean, markdown_table, v_measure
+from .retrieval import aspect_retrieval, ndcg_at_k, recall_at_k
 from .triplets import TWO_ASPECT_INSTRUCTIONS, aspect_triplet_accuracy, triplet_accuracy
 
 #: Shipped fixtures and the instruction for each of their two aspects.
@@ -16,10 +17,13 @@ __all__ = [
     "FIXTURES",
     "TWO_ASPECT_INSTRUCTIONS",
     "AwarenessRow",
+    "aspect_retrieval",
     "aspect_triplet_accuracy",
     "evaluate",
     "harmonic_mean",
     "markdown_table",
+    "ndcg_at_k",
+    "recall_at_k",
     "triplet_accuracy",
     "v_measure",
 ]
