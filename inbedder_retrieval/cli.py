@@ -227,9 +227,40 @@ def cmd_eval(args: argparse.Namespace) -> int:
         for name, embed in embedders.items()
     ]
     print(markdown_table(rows))
+    if args.robustness or args.sts:
+        _eval_robustness_and_sts(model, embedders, args.fixture or list(FIXTURES), args.robustness, args.sts)
     if args.retrieval:
         _eval_retrieval(model, args.fixture or list(FIXTURES), args.retrieval)
     return 0
+
+
+def _eval_robustness_and_sts(model, embedders: dict, fixtures: list[str], robust: bool, sts: bool) -> None:
+    """The reference's robustness gaps (V-measure) and instruction-conditioned STS."""
+    from .evaluation import instructed_sts, load_instruction_sets, robustness
+    from .samples import load_sample
+
+    instruction_aware = {name: embed for name, embed in embedders.items() if not name.startswith("raw LM")}
+    if robust:
+        print("\n| embedder | fixture/aspect | correct min-max | implicit min-max | incorrect min-max | "
+              "min(correct)-max(incorrect) | min(implicit)-max(incorrect) |\n|---|---|---|---|---|---|---|")
+        for key, sets in load_instruction_sets().items():
+            fixture, aspect = key.split("/")
+            if fixture not in fixtures:
+                continue
+            records = load_sample(fixture)
+            texts, labels = [r["text"] for r in records], [r[aspect] for r in records]
+            for name, embed in instruction_aware.items():
+                many = model.encode_many if name.startswith("InBedder") else (
+                    lambda t, qs, embed=embed: {q: embed(t, q) for q in qs})
+                r = robustness(many, texts, labels, sets)
+                print(f"| {name} | {key} | {r['correct min']:.3f}-{r['correct max']:.3f} | "
+                      f"{r['implicit min']:.3f}-{r['implicit max']:.3f} | {r['incorrect min']:.3f}-{r['incorrect max']:.3f} | "
+                      f"{r['min(correct) - max(incorrect)']:+.3f} | {r['min(implicit) - max(incorrect)']:+.3f} |", flush=True)
+    if sts:
+        pairs = load_sample("instructed_sts")
+        print("\n| embedder | instructed STS (Spearman) |\n|---|---|")
+        for name, embed in embedders.items():
+            print(f"| {name} | {instructed_sts(embed, pairs):.3f} |")
 
 
 def _eval_retrieval(model, fixtures: list[str], queries: int, k: int = 10) -> None:
@@ -336,6 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "harmonic means) for the model and three baselines.")
     evaluation.add_argument("--fixture", action="append", help="two_aspects or support_messages (default: both)")
     evaluation.add_argument("--no-baselines", action="store_true", help="evaluate only the model")
+    evaluation.add_argument("--robustness", action="store_true",
+                            help="V-measure under paraphrased, implicit and wrong-aspect instructions")
+    evaluation.add_argument("--sts", action="store_true", help="Spearman on instruction-conditioned sentence pairs")
     evaluation.add_argument("--retrieval", type=int, default=0, metavar="N",
                             help="also measure recall@10 / nDCG@10 of index search with N queries per fixture")
     _model_options(evaluation)

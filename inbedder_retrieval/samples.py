@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from importlib import resources
 
-SAMPLES = ("two_aspects", "demo_reviews", "support_messages")
+SAMPLES = ("two_aspects", "demo_reviews", "support_messages", "instructed_sts")
 
 
 def load_sample(name: str) -> list[dict[str, str]]:

@@ -56,3 +56,31 @@ def test_aspect_retrieval_over_an_index(tiny_model_dir, tmp_path):
         index.add([r["text"] for r in records], ids=[r["id"] for r in records])
         scores = aspect_retrieval(index, records, {"topic": "What topic?"}, k=3)
     assert set(scores["topic"]) == {"recall@3", "ndcg@3"} and 0 <= scores["topic"]["ndcg@3"] <= 1
+
+
+def test_shipped_instruction_sets_and_sts_pairs():
+    from inbedder_retrieval.evaluation import load_instruction_sets
+    from inbedder_retrieval.samples import load_sample
+
+    sets = load_instruction_sets()
+    assert set(sets) == {"two_aspects/topic", "two_aspects/sentiment", "support_messages/product", "support_messages/mood"}
+    assert all(len(kinds[kind]) == 10 for kinds in sets.values() for kind in ("correct", "implicit", "incorrect"))
+    pairs = load_sample("instructed_sts")
+    assert len(pairs) == 120 and all(0 <= pair["score"] <= 5 for pair in pairs)
+
+
+def test_robustness_and_sts_on_a_tiny_model(tiny_model_dir):
+    from inbedder_retrieval.evaluation import instructed_sts, robustness
+
+    model = InBedder.from_pretrained(tiny_model_dir("llama"), device="cpu")
+    texts = [f"text {i} about {t}" for i, t in enumerate(["food", "tech", "home"] * 3)]
+    labels = ["food", "tech", "home"] * 3
+    sets = {"correct": ["What topic?", "Which subject?"], "implicit": ["What is it?"], "incorrect": ["How do they feel?"]}
+    result = robustness(model.encode_many, texts, labels, sets)
+    assert result["min(correct) - max(incorrect)"] == result["correct min"] - result["incorrect max"]
+    pairs = [{"text1": "a b", "text2": "a c", "instruction": "Q?", "score": 4.0},
+             {"text1": "a b", "text2": "x y", "instruction": "Q?", "score": 1.0},
+             {"text1": "c d", "text2": "c e", "instruction": "R?", "score": 3.0}]
+    assert -1.0 <= instructed_sts(model.encode, pairs) <= 1.0
+    # a constant "embedder" cannot rank pairs
+    assert np.isnan(instructed_sts(lambda texts, q: np.ones((len(texts), 3)), pairs))

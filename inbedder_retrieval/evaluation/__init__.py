@@ -2,6 +2,7 @@
 
 from .awareness import AwarenessRow, evaluate, harmonic_mean, markdown_table, v_measure
 from .retrieval import aspect_retrieval, ndcg_at_k, recall_at_k
+from .robustness import instructed_sts, load_instruction_sets, robustness
 from .triplets import TWO_ASPECT_INSTRUCTIONS, aspect_triplet_accuracy, triplet_accuracy
 
 #: Shipped fixtures and the instruction for each of their two aspects.
@@ -21,6 +22,9 @@ __all__ = [
     "aspect_triplet_accuracy",
     "evaluate",
     "harmonic_mean",
+    "instructed_sts",
+    "load_instruction_sets",
+    "robustness",
     "markdown_table",
     "ndcg_at_k",
     "recall_at_k",
