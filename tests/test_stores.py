@@ -150,3 +150,22 @@ def test_set_vectors_replaces_a_space_without_stale_vectors(filled):
     np.testing.assert_allclose(store.get_vectors("a", ["d3"])["d3"], flipped[3], atol=1e-6)
     with pytest.raises(KeyError, match="missing"):
         store.set_vectors("a", ["missing"], flipped[:1])
+
+
+def test_faiss_save_rewrites_only_changed_spaces(tmp_path):
+    store = open_store("faiss", tmp_path, {})
+    store.create_space("a", DIM)
+    store.create_space("b", DIM)
+    rng = np.random.default_rng(2)
+    store.upsert([Document("d0", "t", {})], {s: unit(rng.normal(size=(1, DIM))) for s in ("a", "b")})
+    store.save()
+    folder = tmp_path / "faiss-store" / "faiss"
+    before = {p.name for p in folder.glob("*.faiss")}
+    store.set_vectors("b", ["d0"], unit(rng.normal(size=(1, DIM))))
+    store.save()
+    after = {p.name for p in folder.glob("*.faiss")}
+    assert len(before) == len(after) == 2 and len(before & after) == 1  # only b's file is new
+    store.close()
+    again = open_store("faiss", tmp_path, {})
+    np.testing.assert_allclose(again.search("b", again.get_vectors("b", ["d0"])["d0"], 1)[0].score, 1.0, atol=1e-5)
+    again.close()

@@ -124,6 +124,7 @@ class FaissStore(VectorStore):
         dims = self._space_dims()
         fresh = state.get("generation") == generation and set(state.get("spaces", {})) == set(dims)
         self._indexes, self._dead = {}, {}
+        self._files = dict(state["spaces"]) if fresh else {}  # saved files matching memory
         self._gpu_copies.clear()
         for space, dim in dims.items():
             if fresh:
@@ -178,20 +179,26 @@ class FaissStore(VectorStore):
         self._dead[space] = 0
 
     def save(self) -> None:
-        """Write the FAISS files and their state, each atomically."""
+        """Write the FAISS files of the spaces that changed, then the state, each atomically.
+
+        Spaces untouched since their last save keep their file, so a small write to one
+        instruction's space does not rewrite the others."""
         with self._lock:
             folder = self.path / FAISS_DIR
             folder.mkdir(exist_ok=True)
             files = {}
-            for number, (space, index) in enumerate(sorted(self._indexes.items())):
-                files[space] = f"space-{number}-{self._generation}.faiss"
-                data = self.faiss.serialize_index(index).tobytes()
-                atomic_write_bytes(folder / files[space], data)
+            for space, index in sorted(self._indexes.items()):
+                name = self._files.get(space)
+                if name is None or not (folder / name).exists():
+                    name = f"{space}-{self._generation}.faiss"
+                    atomic_write_bytes(folder / name, self.faiss.serialize_index(index).tobytes())
+                files[space] = name
             state = {"generation": self._generation, "spaces": files}
             atomic_write_bytes(folder / STATE_FILE, json.dumps(state, indent=1).encode())
             for old in folder.glob("*.faiss"):
                 if old.name not in files.values():
                     old.unlink()
+            self._files = files
 
     def _refresh(self) -> None:
         """Reload if another process committed since we last looked.
@@ -241,6 +248,7 @@ class FaissStore(VectorStore):
         stale: dict[str, set[int]] = {}  # rows an index could not remove (HNSW)
         rebuild: set[str] = set()
         for kind, space, payload in pending:
+            self._files.pop(space, None)  # its saved file no longer matches
             if kind == "create":
                 self._indexes[space] = self._new_index(payload)
                 self._dead[space] = 0
@@ -257,6 +265,7 @@ class FaissStore(VectorStore):
         for space, index in list(self._indexes.items()):
             if space in rebuild or not index.is_trained or self._dead[space] > COMPACT_RATIO * max(index.ntotal, 1):
                 self._rebuild(space, index.d)
+                self._files.pop(space, None)
 
     def _add_rows(self, space: str, rows: list[int]) -> None:
         index = self._indexes[space]
