@@ -373,6 +373,10 @@ class InstructionIndex:
         """Stored documents by id (``None`` where absent)."""
         return self.store.get(list(ids))
 
+    def get_vectors(self, ids: Sequence[str], instruction: str) -> dict[str, np.ndarray]:
+        """Stored vectors of ``ids`` under ``instruction`` (absent ids are left out)."""
+        return self.store.get_vectors(self._spec(instruction).space, list(ids))
+
     def search(self, query: str, instruction: str, k: int = 10, filter: Filter | None = None) -> list[Hit]:
         """The ``k`` documents whose answer to ``instruction`` is closest to the query's."""
         if not isinstance(query, str) or not query.strip():

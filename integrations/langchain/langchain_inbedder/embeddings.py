@@ -1,0 +1,119 @@
+"""``InBedderEmbeddings``: LangChain ``Embeddings`` that embed the answer to a question."""
+
+from __future__ import annotations
+
+import threading
+from functools import lru_cache
+from typing import Any
+
+from inbedder_retrieval import DEFAULT_MODEL, InBedder
+from langchain_core.embeddings import Embeddings
+from langchain_core.runnables.config import run_in_executor
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+DEFAULT_EMBED_INSTRUCTION = "What is this text about?"
+
+_LOAD_LOCK = threading.Lock()
+
+
+@lru_cache(maxsize=4)
+def _load(model_name: str, pooling: str | None, device: str | None, options: tuple[tuple[str, Any], ...]) -> InBedder:
+    """Load a model once per process for each distinct set of settings."""
+    return InBedder.from_pretrained(model_name, pooling=pooling, device=device, **dict(options))
+
+
+class InBedderEmbeddings(BaseModel, Embeddings):
+    """Instruction-following embeddings: each text is embedded as the answer a
+    question-answering language model gives to ``embed_instruction`` about it.
+
+    The instructions are questions about the texts ("How does the customer feel?"), so the
+    same corpus embeds differently per question. Queries use ``query_instruction`` (default:
+    the same question, so a query lands next to texts with the same answer).
+
+    Example:
+        .. code-block:: python
+
+            from langchain_inbedder import InBedderEmbeddings
+
+            embeddings = InBedderEmbeddings(embed_instruction="How does the customer feel?")
+            vectors = embeddings.embed_documents(["The soup was cold.", "Great service!"])
+
+    The model loads on first use; instances with the same model settings share it.
+    """
+
+    model_name: str = DEFAULT_MODEL
+    """Registry name (see ``inbedder models``), hub id or local folder of the InBedder."""
+    embed_instruction: str = DEFAULT_EMBED_INSTRUCTION
+    """The question asked about every document."""
+    query_instruction: str | None = None
+    """The question asked about queries; ``None`` asks ``embed_instruction``."""
+    pooling: str | None = None
+    """Override the model's pooling ("fst_gen", "avg_gen", "reencode")."""
+    batch_size: int = Field(default=32, gt=0)
+    normalize: bool = True
+    """Unit-length vectors (cosine similarity = dot product)."""
+    device: str | None = None
+    """"cpu", "cuda", ...; default CUDA when present."""
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+    """More ``InBedder.from_pretrained`` options (``dtype``, ``max_length``, ``trust_remote_code``)."""
+    show_progress: bool = False
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    _client: InBedder | None = PrivateAttr(default=None)
+
+    @classmethod
+    def from_model(cls, model: InBedder, **kwargs: Any) -> InBedderEmbeddings:
+        """Wrap an already loaded ``InBedder`` (no second load)."""
+        embeddings = cls(model_name=model.name, **kwargs)
+        embeddings._client = model
+        return embeddings
+
+    @property
+    def client(self) -> InBedder:
+        """The loaded ``InBedder`` (loaded on first access)."""
+        if self._client is None:
+            with _LOAD_LOCK:
+                if self._client is None:
+                    options = tuple(sorted(self.model_kwargs.items()))
+                    self._client = _load(self.model_name, self.pooling, self.device, options)
+        return self._client
+
+    @property
+    def effective_query_instruction(self) -> str:
+        """The question asked about queries."""
+        return self.query_instruction or self.embed_instruction
+
+    def with_instructions(self, embed_instruction: str, query_instruction: str | None = None) -> InBedderEmbeddings:
+        """A copy asking other questions, sharing the loaded model."""
+        return self.model_copy(update={"embed_instruction": embed_instruction, "query_instruction": query_instruction})
+
+    def _encode(self, texts: list[str], instruction: str) -> list[list[float]]:
+        if not texts:
+            return []
+        vectors = self.client.encode(
+            texts,
+            instruction,
+            batch_size=self.batch_size,
+            normalize=self.normalize,
+            show_progress_bar=self.show_progress,
+        )
+        return vectors.tolist()
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        """Embed documents as answers to ``embed_instruction``."""
+        return self._encode(list(texts), self.embed_instruction)
+
+    def embed_query(self, text: str) -> list[float]:
+        """Embed a query as the answer to ``query_instruction``."""
+        if not isinstance(text, str):
+            raise TypeError(f"query must be a str, got {type(text).__name__}")
+        return self._encode([text], self.effective_query_instruction)[0]
+
+    async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
+        """``embed_documents`` in a worker thread: the event loop keeps running."""
+        return await run_in_executor(None, self.embed_documents, texts)
+
+    async def aembed_query(self, text: str) -> list[float]:
+        """``embed_query`` in a worker thread: the event loop keeps running."""
+        return await run_in_executor(None, self.embed_query, text)

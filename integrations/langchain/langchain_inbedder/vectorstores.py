@@ -1,0 +1,292 @@
+"""``InBedderVectorStore``: a LangChain ``VectorStore`` over an ``InstructionIndex``.
+
+Documents are stored once and embedded under several instructions (questions about
+them); every search names the instruction it ranks by, or uses the store's default.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from inbedder_retrieval import FilterError, InstructionIndex
+from inbedder_retrieval.index import MANIFEST
+from langchain_core.documents import Document
+from langchain_core.embeddings import Embeddings
+from langchain_core.vectorstores import VectorStore
+from langchain_core.vectorstores.utils import maximal_marginal_relevance
+
+from .embeddings import InBedderEmbeddings
+
+Instructions = Sequence[str] | Mapping[str, str | None]
+
+
+def _as_mapping(instructions: Instructions | None, embedding: InBedderEmbeddings) -> dict[str, str | None]:
+    """Instructions as {instruction: query instruction or None}, in order."""
+    if instructions is None:
+        return {embedding.embed_instruction: embedding.query_instruction}
+    if isinstance(instructions, str):
+        raise TypeError("instructions must be a list of questions (or a mapping to query instructions), not a str")
+    if isinstance(instructions, Mapping):
+        mapping = dict(instructions)
+    else:
+        mapping = dict.fromkeys(instructions)
+    if not mapping:
+        raise ValueError("instructions is empty: give at least one question to embed the documents under")
+    return mapping
+
+
+def _check_filter(filter: object) -> Mapping[str, Any] | None:
+    if filter is None or isinstance(filter, Mapping):
+        return filter
+    if callable(filter):
+        raise FilterError(
+            "InBedderVectorStore filters are dicts such as {'product': 'headphones'} or "
+            "{'year': {'$gte': 2020}}; a Python callable cannot be pushed down to the index"
+        )
+    return filter  # e.g. a native qdrant_client Filter; the backend decides
+
+
+class InBedderVectorStore(VectorStore):
+    """Instruction-aware vector store: FAISS (default) or Qdrant behind an
+    ``inbedder_retrieval.InstructionIndex``.
+
+    Example:
+        .. code-block:: python
+
+            from langchain_inbedder import InBedderEmbeddings, InBedderVectorStore
+
+            store = InBedderVectorStore.from_texts(
+                texts,
+                InBedderEmbeddings(),
+                instructions=["Which product is discussed?", "How does the customer feel?"],
+            )
+            store.similarity_search("furious", k=3, instruction="How does the customer feel?")
+            retriever = store.as_retriever(search_kwargs={"instruction": "Which product is discussed?"})
+
+    Args:
+        embedding: the ``InBedderEmbeddings`` whose model embeds documents and queries.
+        path: folder of the index; an existing index there is opened (it must have been
+            built with the same model), otherwise one is created. ``None`` uses a temporary
+            folder that is removed on ``close()``.
+        instructions: the questions to embed documents under, as a list, or a mapping from
+            each to the question asked about queries (``None``: the same). Default: the
+            embedding's ``embed_instruction``. The first one is the default for searches.
+        backend: "faiss" or "qdrant".
+        store_options: backend options (FAISS ``factory``/``metric``; Qdrant ``url``,
+            ``api_key``, ``collection``, ``location``).
+        index: an open ``InstructionIndex`` to wrap instead of ``path`` (its model must be
+            the embedding's: ``InBedderEmbeddings.from_model(index.model)``).
+    """
+
+    def __init__(
+        self,
+        embedding: InBedderEmbeddings,
+        *,
+        path: str | Path | None = None,
+        instructions: Instructions | None = None,
+        backend: str = "faiss",
+        store_options: Mapping[str, Any] | None = None,
+        index: InstructionIndex | None = None,
+    ) -> None:
+        if not isinstance(embedding, InBedderEmbeddings):
+            raise TypeError(
+                "InBedderVectorStore embeds with an InBedder model: pass an InBedderEmbeddings, "
+                f"got {type(embedding).__name__}"
+            )
+        if instructions is None and index is not None and index.instructions:
+            instructions = index.instructions[:1]
+        wanted = _as_mapping(instructions, embedding)
+        self._embedding = embedding
+        self._tempdir: tempfile.TemporaryDirectory[str] | None = None
+        if index is not None and path is not None:
+            raise ValueError("give either path or index, not both")
+        if path is None and index is None:
+            self._tempdir = tempfile.TemporaryDirectory(prefix="inbedder-langchain-")
+            path = self._tempdir.name
+        if index is not None:
+            self.index = index
+        elif (Path(path) / MANIFEST).exists():
+            self.index = InstructionIndex.open(path, embedding.client, store_options=store_options)
+        else:
+            self.index = InstructionIndex.create(path, embedding.client, backend=backend, store_options=store_options)
+        for instruction, query_instruction in wanted.items():
+            if instruction not in self.index.instructions:
+                self.index.add_instruction(instruction, query_instruction, batch_size=embedding.batch_size)
+        self.default_instruction = next(iter(wanted))
+
+    @property
+    def embeddings(self) -> Embeddings:
+        return self._embedding
+
+    @property
+    def instructions(self) -> list[str]:
+        """The questions the documents are embedded under."""
+        return self.index.instructions
+
+    def close(self) -> None:
+        """Close the index (and remove its temporary folder, if it has one)."""
+        self.index.close()
+        if self._tempdir is not None:
+            self._tempdir.cleanup()
+
+    # -- writes -------------------------------------------------------------------------
+    def add_texts(
+        self,
+        texts: Iterable[str],
+        metadatas: list[dict] | None = None,
+        *,
+        ids: list[str | None] | None = None,
+        **kwargs: Any,
+    ) -> list[str]:
+        """Add or replace texts (an existing id is overwritten), embedded under every
+        instruction of the store in one transaction. Returns their ids."""
+        texts = list(texts)
+        ids = [doc_id or str(uuid.uuid4()) for doc_id in (ids or [None] * len(texts))]
+        return self.index.add(texts, ids, metadatas, batch_size=self._embedding.batch_size,
+                              show_progress_bar=self._embedding.show_progress or None)
+
+    def add_instruction(self, instruction: str, query_instruction: str | None = None) -> None:
+        """Embed every stored document under one more question."""
+        self.index.add_instruction(instruction, query_instruction, batch_size=self._embedding.batch_size)
+
+    def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool | None:
+        """Delete documents by id (missing ids are ignored)."""
+        if ids is None:
+            raise ValueError("delete needs the ids to delete")
+        self.index.delete(list(ids))
+        return True
+
+    def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
+        """Stored documents by id, in the given order; missing ids are left out."""
+        return [
+            Document(id=doc.id, page_content=doc.text, metadata=dict(doc.metadata))
+            for doc in self.index.get(list(ids))
+            if doc is not None
+        ]
+
+    # -- search -------------------------------------------------------------------------
+    def _instruction(self, instruction: str | None) -> str:
+        return self.default_instruction if instruction is None else instruction
+
+    def similarity_search_with_score(
+        self,
+        query: str,
+        k: int = 4,
+        filter: Mapping[str, Any] | None = None,
+        instruction: str | None = None,
+        **kwargs: Any,
+    ) -> list[tuple[Document, float]]:
+        """Documents whose answer to ``instruction`` is closest to the query's, with
+        cosine similarity (higher is closer). ``filter`` matches metadata:
+        ``{"field": value}``, ``$eq $ne $gt $gte $lt $lte $in $nin $and $or``."""
+        hits = self.index.search(query, self._instruction(instruction), k, _check_filter(filter))
+        return [(Document(id=hit.id, page_content=hit.text, metadata=dict(hit.metadata)), hit.score) for hit in hits]
+
+    def similarity_search(
+        self,
+        query: str,
+        k: int = 4,
+        filter: Mapping[str, Any] | None = None,
+        instruction: str | None = None,
+        **kwargs: Any,
+    ) -> list[Document]:
+        """The ``k`` documents closest to ``query`` under ``instruction``."""
+        return [doc for doc, _ in self.similarity_search_with_score(query, k, filter, instruction)]
+
+    def similarity_search_by_vector_with_score(
+        self,
+        embedding: list[float],
+        k: int = 4,
+        filter: Mapping[str, Any] | None = None,
+        instruction: str | None = None,
+    ) -> list[tuple[Document, float]]:
+        """Search ``instruction``'s vectors with a ready query vector."""
+        hits = self.index.search_by_vector(np.asarray(embedding, dtype="float32"), self._instruction(instruction), k,
+                                           _check_filter(filter))
+        return [(Document(id=hit.id, page_content=hit.text, metadata=dict(hit.metadata)), hit.score) for hit in hits]
+
+    def similarity_search_by_vector(
+        self,
+        embedding: list[float],
+        k: int = 4,
+        filter: Mapping[str, Any] | None = None,
+        instruction: str | None = None,
+        **kwargs: Any,
+    ) -> list[Document]:
+        """The ``k`` documents closest to a query vector under ``instruction``."""
+        return [doc for doc, _ in self.similarity_search_by_vector_with_score(embedding, k, filter, instruction)]
+
+    def max_marginal_relevance_search(
+        self,
+        query: str,
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        filter: Mapping[str, Any] | None = None,
+        instruction: str | None = None,
+        **kwargs: Any,
+    ) -> list[Document]:
+        """Relevant and diverse documents under ``instruction`` (maximal marginal relevance)."""
+        instruction = self._instruction(instruction)
+        spec = next((s for s in self.index.specs if s.instruction == instruction), None)
+        query_instruction = spec.query_instruction if spec else instruction
+        vector = self._embedding.client.encode(query, query_instruction)
+        return self._mmr(vector, k, fetch_k, lambda_mult, filter, instruction)
+
+    def max_marginal_relevance_search_by_vector(
+        self,
+        embedding: list[float],
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        filter: Mapping[str, Any] | None = None,
+        instruction: str | None = None,
+        **kwargs: Any,
+    ) -> list[Document]:
+        """Maximal marginal relevance from a ready query vector."""
+        return self._mmr(np.asarray(embedding, dtype="float32"), k, fetch_k, lambda_mult, filter,
+                         self._instruction(instruction))
+
+    def _mmr(self, vector: np.ndarray, k: int, fetch_k: int, lambda_mult: float, filter: Mapping[str, Any] | None,
+             instruction: str) -> list[Document]:
+        candidates = self.index.search_by_vector(vector, instruction, max(k, fetch_k), _check_filter(filter))
+        if not candidates:
+            return []
+        stored = self.index.get_vectors([hit.id for hit in candidates], instruction)
+        candidates = [hit for hit in candidates if hit.id in stored]
+        chosen = maximal_marginal_relevance(
+            vector, [stored[hit.id] for hit in candidates], lambda_mult=lambda_mult, k=k
+        )
+        return [Document(id=candidates[i].id, page_content=candidates[i].text, metadata=dict(candidates[i].metadata))
+                for i in chosen]
+
+    def _select_relevance_score_fn(self) -> Callable[[float], float]:
+        """Cosine similarity in [-1, 1] mapped to a relevance in [0, 1]."""
+        if self.index.info()["metric"] == "l2":
+            return lambda score: self._euclidean_relevance_score_fn(-score)
+        return lambda score: (score + 1.0) / 2.0
+
+    # -- construction -------------------------------------------------------------------
+    @classmethod
+    def from_texts(
+        cls,
+        texts: list[str],
+        embedding: Embeddings,
+        metadatas: list[dict] | None = None,
+        *,
+        ids: list[str] | None = None,
+        instructions: Instructions | None = None,
+        backend: str = "faiss",
+        path: str | Path | None = None,
+        store_options: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> InBedderVectorStore:
+        """Build a store from texts, embedded under each of ``instructions``."""
+        store = cls(embedding, path=path, instructions=instructions, backend=backend, store_options=store_options)
+        store.add_texts(texts, metadatas, ids=ids)
+        return store
