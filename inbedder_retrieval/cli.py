@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InBedderError
+from .evaluation.hub import HUB_SETS
 
 
 
@@ -221,6 +222,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         embedders["all-MiniLM-L6-v2"] = baselines.sentence_embedder(minilm)
         embedders["all-MiniLM-L6-v2, '{instruction}: {text}'"] = baselines.prefixed_sentence_embedder(minilm)
         embedders["raw LM, mean-pooled, no prompt"] = baselines.raw_language_model(model)
+    if args.hub:
+        _eval_hub(embedders, args.hub, args.hub_limit)
+        return 0
     rows = [
         evaluate(name, embed, fixture, load_sample(fixture), FIXTURES[fixture])
         for fixture in (args.fixture or list(FIXTURES))
@@ -232,6 +236,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.retrieval:
         _eval_retrieval(model, args.fixture or list(FIXTURES), args.retrieval)
     return 0
+
+
+def _eval_hub(embedders: dict, names: list[str], limit: int | None) -> None:
+    """The reference's metric on its hub sets (downloaded through ``datasets``)."""
+    from .evaluation import HUB_SETS, load_hub_set, score_hub_set
+
+    unknown = [name for name in names if name not in HUB_SETS]
+    if unknown:
+        raise ValueError(f"unknown evaluation set {unknown[0]!r}; known: {', '.join(HUB_SETS)}")
+    print("| embedder | set | metric | score |\n|---|---|---|---|")
+    metric = {"triplets": "triplet accuracy", "clustering": "V-measure", "sts": "Spearman"}
+    for name in names:
+        records = load_hub_set(name, limit=limit)
+        for embedder, embed in embedders.items():
+            score = score_hub_set(embed, name, records)
+            print(f"| {embedder} | {name} | {metric[HUB_SETS[name].kind]} | {score:.3f} |", flush=True)
 
 
 def _eval_robustness_and_sts(model, embedders: dict, fixtures: list[str], robust: bool, sts: bool) -> None:
@@ -372,6 +392,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--sts", action="store_true", help="Spearman on instruction-conditioned sentence pairs")
     evaluation.add_argument("--retrieval", type=int, default=0, metavar="N",
                             help="also measure recall@10 / nDCG@10 of index search with N queries per fixture")
+    evaluation.add_argument("--hub", action="append", metavar="SET",
+                            help="instead of the fixtures, a reference set from the hub (needs the hub and the "
+                                 "hub-data extra): " + ", ".join(HUB_SETS))
+    evaluation.add_argument("--hub-limit", type=int, default=None, metavar="N", help="use the first N rows of each set")
     _model_options(evaluation)
     evaluation.set_defaults(handler=cmd_eval)
 
