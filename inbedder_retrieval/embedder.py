@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
@@ -104,6 +105,9 @@ class InBedder:
         self.reencoder = reencoder
         self.query_instruction = query_instruction
         self.document_instruction = document_instruction
+        # one model call at a time: the tokenizer's padding/truncation state and the
+        # backend's caches are shared, so concurrent threads take turns (CPU/GPU-bound anyway)
+        self._lock = threading.RLock()
 
     @classmethod
     def from_pretrained(
@@ -227,7 +231,8 @@ class InBedder:
         instruction = validate_instruction(instruction)
         if convert_to not in ("numpy", "torch"):
             raise ValueError(f"convert_to must be 'numpy' or 'torch', got {convert_to!r}")
-        vectors = self._encode_sorted(checked, instruction, batch_size, max_batch_tokens, show_progress_bar)
+        with self._lock:
+            vectors = self._encode_sorted(checked, instruction, batch_size, max_batch_tokens, show_progress_bar)
         if normalize:
             vectors = torch.nn.functional.normalize(vectors, p=2, dim=-1)
         if single:
@@ -256,6 +261,17 @@ class InBedder:
             raise ValueError("instructions must be distinct")
         outputs = {instruction: torch.zeros((len(checked), self.dim)) for instruction in instructions}
         if checked and instructions:
+            self._encode_many_into(outputs, checked, instructions, batch_size, max_batch_tokens, show_progress_bar)
+        result = {}
+        for instruction, matrix in outputs.items():
+            if normalize:
+                matrix = torch.nn.functional.normalize(matrix, p=2, dim=-1)
+            result[instruction] = matrix.numpy()
+        return result
+
+    def _encode_many_into(self, outputs: dict[str, torch.Tensor], checked: list[str], instructions: list[str],
+                          batch_size: int, max_batch_tokens: int | None, show_progress_bar: bool | None) -> None:
+        with self._lock:
             lengths = self.backend.token_lengths(self.backend.build_prompts(checked, instructions[0]))
             batches = token_budget_batches(lengths, batch_size, max_batch_tokens)
             if show_progress_bar is None:
@@ -268,12 +284,6 @@ class InBedder:
                     vectors = self.backend.embed_many(batch, instructions, self.description.pooling, self.description.layer)
                 for instruction, matrix in zip(instructions, vectors):
                     outputs[instruction][indices] = matrix
-        result = {}
-        for instruction, matrix in outputs.items():
-            if normalize:
-                matrix = torch.nn.functional.normalize(matrix, p=2, dim=-1)
-            result[instruction] = matrix.numpy()
-        return result
 
     def encode_queries(self, queries: str | Sequence[str], instruction: str | None = None, **kwargs: object) -> np.ndarray | torch.Tensor:
         """Embed search queries under ``instruction`` (default: ``query_instruction``)."""
@@ -299,9 +309,11 @@ class InBedder:
         answers: list[str] = [""] * len(checked)
         if not checked:
             return answers
-        for indices, prompts in self._sorted_batches(checked, instruction, batch_size, None, show_progress_bar, "Answering"):
-            for index, text in zip(indices, self.backend.generate(prompts, limit)):
-                answers[index] = text
+        with self._lock:
+            for indices, prompts in self._sorted_batches(checked, instruction, batch_size, None, show_progress_bar,
+                                                         "Answering"):
+                for index, text in zip(indices, self.backend.generate(prompts, limit)):
+                    answers[index] = text
         return answers
 
     # -- internals -----------------------------------------------------------------------

@@ -75,6 +75,8 @@ def validate_texts(texts: Iterable[object], what: str = "texts") -> list[str]:
     """Return ``texts`` as a list of non-blank strings, or raise naming the bad position."""
     if isinstance(texts, (str, bytes)):
         raise TypeError(f"{what} must be a list of strings, got a single {type(texts).__name__}")
+    if not isinstance(texts, Iterable):
+        raise TypeError(f"{what} must be a list of strings, got {type(texts).__name__}")
     checked: list[str] = []
     for position, text in enumerate(texts):
         if not isinstance(text, str):

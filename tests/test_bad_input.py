@@ -62,3 +62,27 @@ def test_bad_pooling_and_dtype(tiny_model_dir):
         InBedder.from_pretrained(tiny_model_dir("roberta"), pooling="fst_gen")
     with pytest.raises(ValueError, match="dtype must be one of"):
         InBedder.from_pretrained(tiny_model_dir("llama"), dtype="float8")
+
+
+@pytest.mark.parametrize("bad", [None, 3])
+def test_texts_that_are_not_a_list(model, bad):
+    with pytest.raises(TypeError, match="texts must be a list of strings"):
+        model.encode(bad, "What is it?")
+
+
+def test_concurrent_threads_get_the_sequential_vectors(model):
+    """Threads share one model (tokenizer padding/truncation state, caches): calls take
+    turns and give the sequential vectors. Without the model's lock this mix of ``encode``
+    and ``encode_many`` fails with "Unable to create tensor" within a few rounds."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    jobs = [([f"text {i} " * (1 + i % 7) * 10, "short", "mid length text " * (i % 3 + 1)], "What is it?" if i % 2 else "Who?")
+            for i in range(40)]
+    expected = [model.encode(texts, q) for texts, q in jobs]
+    for _ in range(2):
+        with ThreadPoolExecutor(4) as pool:
+            got = list(pool.map(lambda job: model.encode(*job), jobs))
+            many = list(pool.map(lambda job: model.encode_many(job[0], ["What is it?", "Who?"]), jobs))
+        for (texts, q), g, m, e in zip(jobs, got, many, expected):
+            np.testing.assert_allclose(g, e, atol=1e-5)
+            np.testing.assert_allclose(m[q], e, atol=1e-5)

@@ -116,7 +116,8 @@ class InBedderVectorStore(VectorStore):
             self.index = InstructionIndex.create(path, embedding.client, backend=backend, store_options=store_options)
         for instruction, query_instruction in wanted.items():
             if instruction not in self.index.instructions:
-                self.index.add_instruction(instruction, query_instruction, batch_size=embedding.batch_size)
+                self.index.add_instruction(instruction, query_instruction, batch_size=embedding.batch_size,
+                                           show_progress_bar=embedding.show_progress)
         self.default_instruction = next(iter(wanted))
 
     @property
@@ -148,11 +149,12 @@ class InBedderVectorStore(VectorStore):
         texts = list(texts)
         ids = [doc_id or str(uuid.uuid4()) for doc_id in (ids or [None] * len(texts))]
         return self.index.add(texts, ids, metadatas, batch_size=self._embedding.batch_size,
-                              show_progress_bar=self._embedding.show_progress or None)
+                              show_progress_bar=self._embedding.show_progress)
 
     def add_instruction(self, instruction: str, query_instruction: str | None = None) -> None:
         """Embed every stored document under one more question."""
-        self.index.add_instruction(instruction, query_instruction, batch_size=self._embedding.batch_size)
+        self.index.add_instruction(instruction, query_instruction, batch_size=self._embedding.batch_size,
+                                   show_progress_bar=self._embedding.show_progress)
 
     def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool | None:
         """Delete documents by id (missing ids are ignored)."""

@@ -1,0 +1,3 @@
+from llama_index.embeddings.inbedder.base import DEFAULT_INSTRUCTION, InBedderEmbedding
+
+__all__ = ["DEFAULT_INSTRUCTION", "InBedderEmbedding"]
