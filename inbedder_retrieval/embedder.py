@@ -19,6 +19,7 @@ from transformers import AutoConfig
 from .batching import token_budget_batches
 from .encoders import BACKENDS, Backend, infer_family
 from .models import DEFAULT_MODEL, REGISTRY, SETTINGS_FILE, ModelDescription, check_pooling, get_model, load_settings
+from .progress import show_progress
 from .prompts import PromptTemplate, validate_instruction, validate_texts
 from .weights import DEFAULT_REENCODER, resolve_source
 
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 #: Jobs with at least this many texts show a progress bar unless told otherwise.
-PROGRESS_BAR_MIN_TEXTS = 256
 #: Padded tokens per batch: 32 prompts of 512 tokens, or many more short ones.
 DEFAULT_MAX_BATCH_TOKENS = 16384
 
@@ -274,9 +274,8 @@ class InBedder:
         with self._lock:
             lengths = self.backend.token_lengths(self.backend.build_prompts(checked, instructions[0]))
             batches = token_budget_batches(lengths, batch_size, max_batch_tokens)
-            if show_progress_bar is None:
-                show_progress_bar = len(checked) * len(instructions) >= PROGRESS_BAR_MIN_TEXTS
-            for indices in tqdm(batches, desc="Encoding", unit="batch", disable=not show_progress_bar):
+            show = show_progress(show_progress_bar, len(checked) * len(instructions))
+            for indices in tqdm(batches, desc="Encoding", unit="batch", disable=not show):
                 batch = [checked[index] for index in indices]
                 if self.description.pooling == "reencode":
                     vectors = [self._embed_batch(self.backend.build_prompts(batch, q)) for q in instructions]
@@ -337,9 +336,7 @@ class InBedder:
         """Yield (original indices, prompts) batches, longest prompts first."""
         prompts = self.backend.build_prompts(texts, instruction)
         batches = token_budget_batches(self.backend.token_lengths(prompts), batch_size, max_batch_tokens)
-        if show_progress_bar is None:
-            show_progress_bar = len(texts) >= PROGRESS_BAR_MIN_TEXTS
-        for indices in tqdm(batches, desc=description, unit="batch", disable=not show_progress_bar):
+        for indices in tqdm(batches, desc=description, unit="batch", disable=not show_progress(show_progress_bar, len(texts))):
             yield indices, [prompts[index] for index in indices]
 
     def _embed_batch(self, prompts: list[str]) -> torch.Tensor:

@@ -27,6 +27,7 @@ from .atomic import atomic_write_bytes
 from .cache import EmbeddingCache, encode_cached, encode_many_cached
 from .embedder import InBedder
 from .errors import CorruptIndexError, IncompatibleIndexError, IndexLockedError, UnknownInstructionError
+from .progress import show_progress
 from .prompts import validate_instruction, validate_texts
 from .stores import Document, Filter, Hit, VectorStore, open_store
 
@@ -280,7 +281,7 @@ class InstructionIndex:
             raise ValueError("The index has no instruction yet: pass instructions=[...] or call add_instruction")
         with self._writing(), self.store.transaction():
             bar = tqdm(total=len(texts), desc="Indexing", unit="text",
-                       disable=not (show_progress_bar if show_progress_bar is not None else len(texts) >= 256))
+                       disable=not show_progress(show_progress_bar, len(texts)))
             for start in range(0, len(texts), batch_size):
                 stop = start + batch_size
                 batch = [Document(i, t, m) for i, t, m in zip(ids[start:stop], texts[start:stop], metadatas[start:stop])]
@@ -335,7 +336,7 @@ class InstructionIndex:
             spec = InstructionSpec(instruction, query_instruction, space_name(instruction))
             total = len(self.store)
             bar = tqdm(total=total, desc="Embedding", unit="text",
-                       disable=not (show_progress_bar if show_progress_bar is not None else total >= 256))
+                       disable=not show_progress(show_progress_bar, total))
             with self.store.transaction():
                 self.store.create_space(spec.space, self.model.dim)
                 for batch in self.store.iter_documents(batch_size):
