@@ -234,7 +234,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.robustness or args.sts:
         _eval_robustness_and_sts(model, embedders, args.fixture or list(FIXTURES), args.robustness, args.sts)
     if args.retrieval:
-        _eval_retrieval(model, args.fixture or list(FIXTURES), args.retrieval)
+        _eval_retrieval(model, embedders, args.fixture or list(FIXTURES), args.retrieval)
     return 0
 
 
@@ -283,23 +283,32 @@ def _eval_robustness_and_sts(model, embedders: dict, fixtures: list[str], robust
             print(f"| {name} | {instructed_sts(embed, pairs):.3f} |")
 
 
-def _eval_retrieval(model, fixtures: list[str], queries: int, k: int = 10) -> None:
-    """Recall@k and nDCG@k of InstructionIndex search per aspect (records with ids only)."""
+def _eval_retrieval(model, embedders: dict, fixtures: list[str], queries: int, k: int = 10) -> None:
+    """Recall@k and nDCG@k per aspect: InstructionIndex search for the InBedder, exact
+    cosine search for the baselines."""
     import tempfile
 
-    from .evaluation import FIXTURES, aspect_retrieval
+    from .evaluation import FIXTURES, EmbedderSearch, aspect_retrieval
     from .index import InstructionIndex
     from .samples import load_sample
 
-    print(f"\n| fixture | aspect | recall@{k} | ndcg@{k} |\n|---|---|---|---|")
+    print(f"\n| embedder | fixture | aspect | recall@{k} | ndcg@{k} |\n|---|---|---|---|---|")
     for fixture in fixtures:
         records = [{**record, "id": record.get("id", f"r{n}")} for n, record in enumerate(load_sample(fixture))]
-        with tempfile.TemporaryDirectory() as folder, InstructionIndex.create(
-            Path(folder) / "index", model, instructions=list(FIXTURES[fixture].values())
-        ) as index:
-            index.add([r["text"] for r in records], ids=[r["id"] for r in records])
-            for aspect, scores in aspect_retrieval(index, records, FIXTURES[fixture], k=k, queries=queries).items():
-                print(f"| {fixture} | {aspect} | {scores[f'recall@{k}']:.3f} | {scores[f'ndcg@{k}']:.3f} |")
+        for name, embed in embedders.items():
+            with tempfile.TemporaryDirectory() as folder:
+                if name.startswith("InBedder"):
+                    searcher = InstructionIndex.create(Path(folder) / "index", model,
+                                                       instructions=list(FIXTURES[fixture].values()))
+                    searcher.add([r["text"] for r in records], ids=[r["id"] for r in records])
+                else:
+                    searcher = EmbedderSearch(embed, records)
+                scores = aspect_retrieval(searcher, records, FIXTURES[fixture], k=k, queries=queries)
+                if hasattr(searcher, "close"):
+                    searcher.close()
+            for aspect, values in scores.items():
+                print(f"| {name} | {fixture} | {aspect} | {values[f'recall@{k}']:.3f} | {values[f'ndcg@{k}']:.3f} |",
+                      flush=True)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -47,7 +47,7 @@ def test_retrieval_metrics():
 
 
 def test_aspect_retrieval_over_an_index(tiny_model_dir, tmp_path):
-    from inbedder_retrieval.evaluation import aspect_retrieval
+    from inbedder_retrieval.evaluation import EmbedderSearch, aspect_retrieval
     from inbedder_retrieval.index import InstructionIndex
 
     model = InBedder.from_pretrained(tiny_model_dir("llama"), device="cpu")
@@ -55,7 +55,14 @@ def test_aspect_retrieval_over_an_index(tiny_model_dir, tmp_path):
     with InstructionIndex.create(tmp_path / "idx", model, instructions=["What topic?"]) as index:
         index.add([r["text"] for r in records], ids=[r["id"] for r in records])
         scores = aspect_retrieval(index, records, {"topic": "What topic?"}, k=3)
+        hits = index.search("text 3 about tech", "What topic?", k=5)
     assert set(scores["topic"]) == {"recall@3", "ndcg@3"} and 0 <= scores["topic"]["ndcg@3"] <= 1
+    # the baselines' exact search gives the index's ranking and scores for the same embedder
+    exact = EmbedderSearch(baselines.inbedder(model), records)
+    found = exact.search("text 3 about tech", "What topic?", k=5)
+    assert [h.id for h in found] == [h.id for h in hits]
+    np.testing.assert_allclose([h.score for h in found], [h.score for h in hits], atol=1e-5)
+    assert aspect_retrieval(exact, records, {"topic": "What topic?"}, k=3)["topic"] == pytest.approx(scores["topic"])
 
 
 def test_shipped_instruction_sets_and_sts_pairs():

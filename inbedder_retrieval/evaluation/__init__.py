@@ -2,7 +2,7 @@
 
 from .awareness import AwarenessRow, evaluate, harmonic_mean, markdown_table, v_measure
 from .hub import HUB_SETS, HubSet, explicit_triplet_accuracy, load_hub_set, score_hub_set
-from .retrieval import aspect_retrieval, ndcg_at_k, recall_at_k
+from .retrieval import EmbedderSearch, aspect_retrieval, ndcg_at_k, recall_at_k
 from .robustness import instructed_sts, load_instruction_sets, robustness
 from .triplets import TWO_ASPECT_INSTRUCTIONS, aspect_triplet_accuracy, triplet_accuracy
 
@@ -21,6 +21,7 @@ __all__ = [
     "HubSet",
     "TWO_ASPECT_INSTRUCTIONS",
     "AwarenessRow",
+    "EmbedderSearch",
     "aspect_retrieval",
     "aspect_triplet_accuracy",
     "evaluate",

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from types import SimpleNamespace
+
+import numpy as np
 
 
 def recall_at_k(ranked: Sequence[str], relevant: set[str], k: int) -> float:
@@ -20,9 +23,33 @@ def ndcg_at_k(ranked: Sequence[str], relevant: set[str], k: int) -> float:
     return gains / ideal if ideal else 0.0
 
 
+class EmbedderSearch:
+    """Exact cosine search over a fixed corpus with any ``embed(texts, instruction)``: the
+    same ``search`` as an ``InstructionIndex``, for baselines that have no index."""
+
+    def __init__(self, embed: Callable[[Sequence[str], str], np.ndarray], records: Sequence[Mapping[str, str]]) -> None:
+        self.embed = embed
+        self.ids = [record["id"] for record in records]
+        self.texts = [record["text"] for record in records]
+        self._vectors: dict[str, np.ndarray] = {}
+
+    def _unit(self, texts: Sequence[str], instruction: str) -> np.ndarray:
+        vectors = np.asarray(self.embed(list(texts), instruction), dtype="float64")
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True).clip(min=1e-12)
+
+    def search(self, query: str, instruction: str, k: int = 10) -> list[SimpleNamespace]:
+        """The ``k`` closest documents as hits with ``id`` and ``score``."""
+        if instruction not in self._vectors:
+            self._vectors[instruction] = self._unit(self.texts, instruction)
+        scores = self._vectors[instruction] @ self._unit([query], instruction)[0]
+        order = np.argsort(-scores, kind="stable")[:k]
+        return [SimpleNamespace(id=self.ids[i], score=float(scores[i])) for i in order]
+
+
 def aspect_retrieval(index, records: Sequence[Mapping[str, str]], instructions: Mapping[str, str],
                      k: int = 10, queries: int | None = None) -> dict[str, dict[str, float]]:
-    """Each record (its id and text) searches the index under each aspect's instruction;
+    """Each record (its id and text) searches ``index`` (an ``InstructionIndex`` or an
+    ``EmbedderSearch``) under each aspect's instruction;
     relevant = the other records sharing its label for that aspect. Returns mean
     recall@k and nDCG@k per aspect."""
     chosen = list(records)[:queries] if queries else list(records)
