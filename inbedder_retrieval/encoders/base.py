@@ -8,6 +8,7 @@ A backend turns finished prompt strings into vectors (``embed``) or answers
 
 from __future__ import annotations
 
+import warnings
 from abc import ABC, abstractmethod
 from pathlib import Path
 from collections.abc import Sequence
@@ -72,7 +73,9 @@ class Backend(ABC):
         if description.base_model is not None:
             from peft import PeftModel
 
-            model = PeftModel.from_pretrained(model, path).merge_and_unload()
+            with warnings.catch_warnings():  # peft calls a transformers property deprecated in 5.x
+                warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+                model = PeftModel.from_pretrained(model, path).merge_and_unload()
         return cls(model.to(device), tokenizer, description)
 
     # -- prompts -------------------------------------------------------------------------
