@@ -40,6 +40,11 @@ def _as_mapping(instructions: Instructions | None, embedding: InBedderEmbeddings
     return mapping
 
 
+def _document(hit: Any) -> Document:
+    """A stored document or search hit as a LangChain ``Document``."""
+    return Document(id=hit.id, page_content=hit.text, metadata=dict(hit.metadata))
+
+
 def _check_filter(filter: object) -> Mapping[str, Any] | None:
     if filter is None or isinstance(filter, Mapping):
         return filter
@@ -165,11 +170,7 @@ class InBedderVectorStore(VectorStore):
 
     def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
         """Stored documents by id, in the given order; missing ids are left out."""
-        return [
-            Document(id=doc.id, page_content=doc.text, metadata=dict(doc.metadata))
-            for doc in self.index.get(list(ids))
-            if doc is not None
-        ]
+        return [_document(doc) for doc in self.index.get(list(ids)) if doc is not None]
 
     # -- search -------------------------------------------------------------------------
     def _instruction(self, instruction: str | None) -> str:
@@ -187,7 +188,7 @@ class InBedderVectorStore(VectorStore):
         cosine similarity (higher is closer). ``filter`` matches metadata:
         ``{"field": value}``, ``$eq $ne $gt $gte $lt $lte $in $nin $and $or``."""
         hits = self.index.search(query, self._instruction(instruction), k, _check_filter(filter))
-        return [(Document(id=hit.id, page_content=hit.text, metadata=dict(hit.metadata)), hit.score) for hit in hits]
+        return [(_document(hit), hit.score) for hit in hits]
 
     def similarity_search(
         self,
@@ -210,7 +211,7 @@ class InBedderVectorStore(VectorStore):
         """Search ``instruction``'s vectors with a ready query vector."""
         hits = self.index.search_by_vector(np.asarray(embedding, dtype="float32"), self._instruction(instruction), k,
                                            _check_filter(filter))
-        return [(Document(id=hit.id, page_content=hit.text, metadata=dict(hit.metadata)), hit.score) for hit in hits]
+        return [(_document(hit), hit.score) for hit in hits]
 
     def similarity_search_by_vector(
         self,
@@ -264,8 +265,7 @@ class InBedderVectorStore(VectorStore):
         chosen = maximal_marginal_relevance(
             vector, [stored[hit.id] for hit in candidates], lambda_mult=lambda_mult, k=k
         )
-        return [Document(id=candidates[i].id, page_content=candidates[i].text, metadata=dict(candidates[i].metadata))
-                for i in chosen]
+        return [_document(candidates[i]) for i in chosen]
 
     def _select_relevance_score_fn(self) -> Callable[[float], float]:
         """Cosine similarity in [-1, 1] mapped to a relevance in [0, 1]."""
