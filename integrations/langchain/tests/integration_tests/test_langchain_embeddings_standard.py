@@ -9,6 +9,8 @@ import pytest
 from langchain_inbedder import InBedderEmbeddings
 from langchain_tests.integration_tests import EmbeddingsIntegrationTests
 
+pytestmark = pytest.mark.slow  # every test loads the shipped default model
+
 FEEL = "How does the customer feel?"
 PRODUCT = "Which product or service is discussed?"
 

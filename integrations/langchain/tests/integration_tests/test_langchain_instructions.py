@@ -11,6 +11,8 @@ from langchain_core.documents import Document
 from langchain_core.embeddings import DeterministicFakeEmbedding
 from langchain_inbedder import InBedderEmbeddings, InBedderVectorStore
 
+pytestmark = pytest.mark.slow  # every test loads the shipped default model
+
 PRODUCT = "Which product or service is discussed?"
 FEEL = "How does the customer feel?"
 

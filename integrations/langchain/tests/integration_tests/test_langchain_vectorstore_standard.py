@@ -11,6 +11,8 @@ import pytest
 from langchain_inbedder import InBedderEmbeddings, InBedderVectorStore
 from langchain_tests.integration_tests import VectorStoreIntegrationTests
 
+pytestmark = pytest.mark.slow  # every test loads the shipped default model
+
 
 class _InBedderStandard(VectorStoreIntegrationTests):
     backend = "faiss"
