@@ -25,8 +25,9 @@ def records() -> list[dict[str, str]]:
     return chosen[:36]
 
 
-@pytest.fixture(scope="module")
-def store(records: list[dict[str, str]], tmp_path_factory: pytest.TempPathFactory) -> InBedderVectorStore:
+@pytest.fixture(scope="module", params=["faiss", "qdrant"])
+def store(request: pytest.FixtureRequest, records: list[dict[str, str]],
+          tmp_path_factory: pytest.TempPathFactory) -> InBedderVectorStore:
     store = InBedderVectorStore.from_texts(
         [r["text"] for r in records],
         InBedderEmbeddings(),
@@ -34,6 +35,7 @@ def store(records: list[dict[str, str]], tmp_path_factory: pytest.TempPathFactor
         ids=[r["id"] for r in records],
         instructions=[PRODUCT, FEEL],
         path=tmp_path_factory.mktemp("lc") / "index",
+        backend=request.param,
     )
     yield store
     store.close()
@@ -109,7 +111,7 @@ def test_only_inbedder_embeddings_are_accepted(tmp_path: Path) -> None:
         InBedderVectorStore(DeterministicFakeEmbedding(size=6), path=tmp_path)  # type: ignore[arg-type]
 
 
-def test_reopen_adds_instruction_and_refuses_another_model(store: InBedderVectorStore, tmp_path: Path) -> None:
+def test_reopen_adds_instruction_and_refuses_another_model(tmp_path: Path) -> None:
     path = tmp_path / "persisted"
     first = InBedderVectorStore.from_texts(["The laptop fan is loud."], InBedderEmbeddings(), ids=["a"],
                                            instructions=[PRODUCT], path=path)
