@@ -15,12 +15,13 @@ from .errors import (
 )
 from .index import InstructionIndex
 from .models import DEFAULT_MODEL, ModelDescription, get_model, list_models
-from .prompts import INBEDDER_TEMPLATE, PromptTemplate
+from .prompts import DEFAULT_INSTRUCTION, INBEDDER_TEMPLATE, PromptTemplate
 from .stores import Document, FilterError, Hit
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_INSTRUCTION",
     "DEFAULT_MODEL",
     "INBEDDER_TEMPLATE",
     "CorruptIndexError",

@@ -213,6 +213,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     unknown = [name for name in args.fixture or () if name not in FIXTURES]
     if unknown:
         raise ValueError(f"unknown fixture {unknown[0]!r}; shipped: {', '.join(FIXTURES)}")
+    unknown = [name for name in args.hub or () if name not in HUB_SETS]
+    if unknown:
+        raise ValueError(f"unknown evaluation set {unknown[0]!r}; known: {', '.join(HUB_SETS)}")
     model = _load_model(args)
     embedders = {f"InBedder ({model.name})": baselines.inbedder(model)}
     if not args.no_baselines:
@@ -240,18 +243,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def _eval_hub(embedders: dict, names: list[str], limit: int | None) -> None:
     """The reference's metric on its hub sets (downloaded through ``datasets``)."""
-    from .evaluation import HUB_SETS, load_hub_set, score_hub_set
+    from .evaluation.hub import KINDS, load_hub_set, score_hub_set
 
-    unknown = [name for name in names if name not in HUB_SETS]
-    if unknown:
-        raise ValueError(f"unknown evaluation set {unknown[0]!r}; known: {', '.join(HUB_SETS)}")
     print("| embedder | set | metric | score |\n|---|---|---|---|")
-    metric = {"triplets": "triplet accuracy", "clustering": "V-measure", "sts": "Spearman"}
     for name in names:
         records = load_hub_set(name, limit=limit)
         for embedder, embed in embedders.items():
             score = score_hub_set(embed, name, records)
-            print(f"| {embedder} | {name} | {metric[HUB_SETS[name].kind]} | {score:.3f} |", flush=True)
+            print(f"| {embedder} | {name} | {KINDS[HUB_SETS[name].kind].metric} | {score:.3f} |", flush=True)
 
 
 def _eval_robustness_and_sts(model, embedders: dict, fixtures: list[str], robust: bool, sts: bool) -> None:
@@ -286,6 +285,7 @@ def _eval_robustness_and_sts(model, embedders: dict, fixtures: list[str], robust
 def _eval_retrieval(model, embedders: dict, fixtures: list[str], queries: int, k: int = 10) -> None:
     """Recall@k and nDCG@k per aspect: InstructionIndex search for the InBedder, exact
     cosine search for the baselines."""
+    import contextlib
     import tempfile
 
     from .evaluation import FIXTURES, EmbedderSearch, aspect_retrieval
@@ -302,10 +302,9 @@ def _eval_retrieval(model, embedders: dict, fixtures: list[str], queries: int, k
                                                        instructions=list(FIXTURES[fixture].values()))
                     searcher.add([r["text"] for r in records], ids=[r["id"] for r in records])
                 else:
-                    searcher = EmbedderSearch(embed, records)
-                scores = aspect_retrieval(searcher, records, FIXTURES[fixture], k=k, queries=queries)
-                if hasattr(searcher, "close"):
-                    searcher.close()
+                    searcher = contextlib.nullcontext(EmbedderSearch(embed, records))
+                with searcher as search:
+                    scores = aspect_retrieval(search, records, FIXTURES[fixture], k=k, queries=queries)
             for aspect, values in scores.items():
                 print(f"| {name} | {fixture} | {aspect} | {values[f'recall@{k}']:.3f} | {values[f'ndcg@{k}']:.3f} |",
                       flush=True)

@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: Jobs with at least this many texts show a progress bar unless told otherwise.
 #: Padded tokens per batch: 32 prompts of 512 tokens, or many more short ones.
 DEFAULT_MAX_BATCH_TOKENS = 16384
 

@@ -384,9 +384,12 @@ class InstructionIndex:
             raise ValueError("query must be a non-empty string")
         if not isinstance(k, int) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
-        spec = self._spec(instruction)
-        vector = self.model.encode([query], spec.query_instruction)[0]
-        return self.store.search(spec.space, vector, k, filter)
+        return self.store.search(self._spec(instruction).space, self.encode_query(query, instruction), k, filter)
+
+    def encode_query(self, query: str, instruction: str) -> np.ndarray:
+        """The vector ``search`` compares with ``instruction``'s space (asked with its
+        query instruction)."""
+        return self.model.encode([query], self._spec(instruction).query_instruction)[0]
 
     def search_by_vector(self, vector: np.ndarray, instruction: str, k: int = 10, filter: Filter | None = None) -> list[Hit]:
         """Search ``instruction``'s space with a ready vector."""
@@ -397,6 +400,11 @@ class InstructionIndex:
 
     def __len__(self) -> int:
         return len(self.store)
+
+    @property
+    def metric(self) -> str:
+        """"cosine" or "l2", fixed when the index was created."""
+        return self._manifest["metric"]
 
     def info(self) -> dict[str, Any]:
         """The manifest plus the document count."""

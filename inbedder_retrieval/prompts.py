@@ -12,6 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 INBEDDER_TEMPLATE = "### Input:\n{input}\n\n### Instruction:\n{instruction}\n\n### Response:"
+#: The question integrations ask when the user names none.
+DEFAULT_INSTRUCTION = "What is this text about?"
 
 _PLACEHOLDER = re.compile(r"\{(input|instruction)\}")
 

@@ -29,7 +29,7 @@ class HubSet:
     repo: str
     config: str | None
     revision: str
-    kind: str  # "triplets" | "clustering" | "sts"
+    kind: str  # a key of KINDS
     instruction: str | None  # None: each row carries its own (InstructSTSB)
 
 
@@ -53,15 +53,6 @@ HUB_SETS: dict[str, HubSet] = {
                "clustering", "Here is a student review on the course and the professor. Categorize the aspect "
                "the student is discussing about."),
     )
-}
-
-#: Converts the rows of one ``test`` split into our records, per kind of set.
-_CONVERTERS: dict[str, Callable[[Sequence[Mapping[str, Any]]], list[dict[str, Any]]]] = {
-    "triplets": lambda rows: [{"anchor": r["anchor"], "positive": r["positive"], "negative": r["negative"]}
-                              for r in rows],
-    "clustering": lambda rows: [{"text": r["text"], "label": str(r["cluster"])} for r in rows],
-    "sts": lambda rows: [{"text1": r["sentence1"], "text2": r["sentence2"], "score": float(r["score"]),
-                          "instruction": r["instruction"]} for r in rows],
 }
 
 
@@ -88,10 +79,10 @@ def load_hub_set(name: str, *, split: str = "test", limit: int | None = None,
     hub_set = HUB_SETS[name]
     rows = (loader or _default_loader())(hub_set.repo, name=hub_set.config, revision=hub_set.revision, split=split)
     rows = list(rows if limit is None else (row for row, _ in zip(rows, range(limit))))
-    missing = {"triplets": "anchor", "clustering": "cluster", "sts": "sentence1"}[hub_set.kind]
-    if rows and missing not in rows[0]:
-        raise ValueError(f"{hub_set.repo} rows have columns {sorted(rows[0])}, expected {missing!r}")
-    return _CONVERTERS[hub_set.kind](rows)
+    kind = KINDS[hub_set.kind]
+    if rows and kind.column not in rows[0]:
+        raise ValueError(f"{hub_set.repo} rows have columns {sorted(rows[0])}, expected {kind.column!r}")
+    return kind.convert(rows)
 
 
 def explicit_triplet_accuracy(embed: Embed, triplets: Sequence[Mapping[str, str]], instruction: str) -> float:
@@ -107,15 +98,41 @@ def _clustering_v_measure(embed: Embed, records: Sequence[Mapping[str, Any]], in
     return v_measure(embed([r["text"] for r in records], instruction), [r["label"] for r in records])
 
 
-#: The reference's metric per kind of set.
-_SCORERS: dict[str, Callable[[Embed, Sequence[Mapping[str, Any]], str | None], float]] = {
-    "triplets": explicit_triplet_accuracy,
-    "clustering": _clustering_v_measure,
-    "sts": lambda embed, records, _: instructed_sts(embed, records),  # instructions are per row
+@dataclass(frozen=True)
+class SetKind:
+    """How one kind of set is read and scored: a column its rows must have, the conversion
+    of its rows into our records, and the reference's metric."""
+
+    column: str
+    convert: Callable[[Sequence[Mapping[str, Any]]], list[dict[str, Any]]]
+    score: Callable[[Embed, Sequence[Mapping[str, Any]], str | None], float]
+    metric: str
+
+
+KINDS: dict[str, SetKind] = {
+    "triplets": SetKind(
+        "anchor",
+        lambda rows: [{"anchor": r["anchor"], "positive": r["positive"], "negative": r["negative"]} for r in rows],
+        explicit_triplet_accuracy,
+        "triplet accuracy",
+    ),
+    "clustering": SetKind(
+        "cluster",
+        lambda rows: [{"text": r["text"], "label": str(r["cluster"])} for r in rows],
+        _clustering_v_measure,
+        "V-measure",
+    ),
+    "sts": SetKind(
+        "sentence1",
+        lambda rows: [{"text1": r["sentence1"], "text2": r["sentence2"], "score": float(r["score"]),
+                       "instruction": r["instruction"]} for r in rows],
+        lambda embed, records, _: instructed_sts(embed, records),  # instructions are per row
+        "Spearman",
+    ),
 }
 
 
 def score_hub_set(embed: Embed, name: str, records: Sequence[Mapping[str, Any]]) -> float:
     """The reference's metric for a set: triplet accuracy, V-measure or STS Spearman."""
     hub_set = HUB_SETS[name]
-    return _SCORERS[hub_set.kind](embed, records, hub_set.instruction)
+    return KINDS[hub_set.kind].score(embed, records, hub_set.instruction)

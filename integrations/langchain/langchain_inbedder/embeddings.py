@@ -6,12 +6,10 @@ import threading
 from functools import lru_cache
 from typing import Any
 
-from inbedder_retrieval import DEFAULT_MODEL, InBedder
+from inbedder_retrieval import DEFAULT_INSTRUCTION, DEFAULT_MODEL, InBedder
 from langchain_core.embeddings import Embeddings
 from langchain_core.runnables.config import run_in_executor
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
-
-DEFAULT_EMBED_INSTRUCTION = "What is this text about?"
 
 _LOAD_LOCK = threading.Lock()
 
@@ -43,7 +41,7 @@ class InBedderEmbeddings(BaseModel, Embeddings):
 
     model_name: str = DEFAULT_MODEL
     """Registry name (see ``inbedder models``), hub id or local folder of the InBedder."""
-    embed_instruction: str = DEFAULT_EMBED_INSTRUCTION
+    embed_instruction: str = DEFAULT_INSTRUCTION
     """The question asked about every document."""
     query_instruction: str | None = None
     """The question asked about queries; ``None`` asks ``embed_instruction``."""

@@ -236,10 +236,7 @@ class InBedderVectorStore(VectorStore):
     ) -> list[Document]:
         """Relevant and diverse documents under ``instruction`` (maximal marginal relevance)."""
         instruction = self._instruction(instruction)
-        spec = next((s for s in self.index.specs if s.instruction == instruction), None)
-        query_instruction = spec.query_instruction if spec else instruction
-        vector = self._embedding.client.encode(query, query_instruction)
-        return self._mmr(vector, k, fetch_k, lambda_mult, filter, instruction)
+        return self._mmr(self.index.encode_query(query, instruction), k, fetch_k, lambda_mult, filter, instruction)
 
     def max_marginal_relevance_search_by_vector(
         self,
@@ -269,7 +266,7 @@ class InBedderVectorStore(VectorStore):
 
     def _select_relevance_score_fn(self) -> Callable[[float], float]:
         """Cosine similarity in [-1, 1] mapped to a relevance in [0, 1]."""
-        if self.index.info()["metric"] == "l2":
+        if self.index.metric == "l2":
             return lambda score: self._euclidean_relevance_score_fn(-score)
         return lambda score: (score + 1.0) / 2.0
 

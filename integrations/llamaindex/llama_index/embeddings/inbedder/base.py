@@ -6,14 +6,12 @@ import asyncio
 from typing import Any
 
 import numpy as np
-from inbedder_retrieval import DEFAULT_MODEL, InBedder
+from inbedder_retrieval import DEFAULT_INSTRUCTION, DEFAULT_MODEL, InBedder
 from inbedder_retrieval.prompts import validate_instruction
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.callbacks import CallbackManager
 
-#: The question asked about queries and texts unless told otherwise.
-DEFAULT_INSTRUCTION = "What is this text about?"
 #: Texts per encode call (the library's own default ``batch_size``).
 DEFAULT_INBEDDER_BATCH_SIZE = 32
 
