@@ -2,16 +2,21 @@
 
 Each instruction gets its own vector space; a search names its instruction. The index
 folder holds ``index.json`` (the manifest: format, model fingerprint, pooling, dimension,
-backend, instructions and their space names) and the backend's files. Writers take a
-file lock, and every write is one store transaction: a crash leaves the index as it was
-before or after the write, never half-written.
+backend, instructions and their space names) and the backend's files.
+
+Every write takes the same path (``_transaction``): the writer file lock (a second writer
+gets ``IndexLockedError`` after ``lock_timeout``), then the model work with nothing
+locked in the store, then one short store transaction. A crash leaves the index as it
+was before or after the write, never half-written; readers never wait for a writer.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
+import shutil
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -30,10 +35,15 @@ from .errors import CorruptIndexError, IncompatibleIndexError, IndexLockedError,
 from .progress import show_progress
 from .prompts import validate_instruction, validate_texts
 from .stores import Document, Filter, Hit, VectorStore, open_store
+from .validation import check_ids, check_k, check_positive_int
+
+logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 MANIFEST = "index.json"
 LOCK_FILE = "write.lock"
+#: documents per store call inside one write transaction
+WRITE_CHUNK = 1024
 #: store options that are never written to the manifest (pass them again to ``open``)
 SECRET_OPTIONS = frozenset({"api_key"})
 
@@ -127,7 +137,9 @@ class InstructionIndex:
         path = Path(path)
         if (path / MANIFEST).exists():
             raise FileExistsError(f"{path} already holds an index; open it with InstructionIndex.open")
+        instructions = [validate_instruction(instruction) for instruction in instructions]
         model = model or InBedder.from_pretrained()
+        options = dict(store_options or {})
         manifest = {
             "format_version": FORMAT_VERSION,
             "model": {
@@ -137,18 +149,27 @@ class InstructionIndex:
                 "layer": model.description.layer,
                 "dim": model.dim,
             },
-            "metric": "l2" if (store_options or {}).get("metric") == "l2" else "cosine",
+            "metric": "l2" if options.get("metric") == "l2" else "cosine",
             "backend": backend,
-            "store_options": dict(store_options or {}),
+            "store_options": {k: v for k, v in options.items() if k not in SECRET_OPTIONS},
             "instructions": [],
         }
-        manifest["store_options"] = {k: v for k, v in manifest["store_options"].items() if k not in SECRET_OPTIONS}
-        path.mkdir(parents=True, exist_ok=True)
-        store = open_store(backend, path, dict(store_options or {}))
-        atomic_write_bytes(path / MANIFEST, json.dumps(manifest, indent=2).encode())
-        index = cls(path, model, store, manifest, lock_timeout=lock_timeout, cache=_cache(cache))
-        for instruction in instructions:
-            index.add_instruction(instruction)
+        created = not path.exists()
+        before = set(path.iterdir()) if not created else set()
+        index = store = None
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            store = open_store(backend, path, options, create=True)
+            store.check_dim(model.dim)
+            atomic_write_bytes(path / MANIFEST, json.dumps(manifest, indent=2).encode())
+            index = cls(path, model, store, manifest, lock_timeout=lock_timeout, cache=_cache(cache))
+            for instruction in instructions:
+                index.add_instruction(instruction)
+        except BaseException:
+            if store is not None:
+                store.close()
+            _remove_new(path, created, before)
+            raise
         return index
 
     @classmethod
@@ -183,7 +204,7 @@ class InstructionIndex:
                 f"fingerprint {model.fingerprint}) would give incompatible vectors"
             )
         options = {**manifest["store_options"], **(store_options or {})}
-        store = open_store(manifest["backend"], path, options)
+        store = open_store(manifest["backend"], path, options, create=False)
         return cls(path, model, store, manifest, lock_timeout=lock_timeout, cache=_cache(cache))
 
     def __enter__(self) -> InstructionIndex:
@@ -240,6 +261,7 @@ class InstructionIndex:
 
     @contextmanager
     def _writing(self) -> Iterator[None]:
+        """Hold the writer lock; tidy what a killed writer may have left."""
         try:
             self._lock.acquire(timeout=self.lock_timeout)
         except Timeout:
@@ -247,6 +269,8 @@ class InstructionIndex:
                 f"{self.path} is locked by another writer (waited {self.lock_timeout:g} s); try again later"
             ) from None
         try:
+            for partial in self.path.glob(f".{MANIFEST}.*.partial"):
+                partial.unlink(missing_ok=True)
             known = {spec.space for spec in self.specs}
             for orphan in set(self.store.spaces()) - known:  # left by a crash between store and manifest
                 self.store.drop_space(orphan)
@@ -272,23 +296,30 @@ class InstructionIndex:
         All of it is one transaction: if anything fails, or the process dies, the index
         stays as it was.
         """
-        texts, ids, metadatas = _check_documents(list(texts), ids, metadatas)
-        for instruction in instructions:
-            if instruction not in self.instructions:
-                self.add_instruction(instruction)
-        specs = self.specs
-        if not specs and texts:
-            raise ValueError("The index has no instruction yet: pass instructions=[...] or call add_instruction")
-        with self._writing(), self.store.transaction():
-            bar = tqdm(total=len(texts), desc="Indexing", unit="text",
-                       disable=not show_progress(show_progress_bar, len(texts)))
-            for start in range(0, len(texts), batch_size):
-                stop = start + batch_size
-                batch = [Document(i, t, m) for i, t, m in zip(ids[start:stop], texts[start:stop], metadatas[start:stop])]
-                self.store.upsert(batch, self._vectors_for(batch, specs, batch_size))
-                bar.update(len(batch))
-            bar.close()
-        self._save()
+        texts, ids, metadatas = _check_documents(texts, ids, metadatas)
+        check_positive_int(batch_size, "batch_size")
+        instructions = [validate_instruction(instruction) for instruction in instructions]
+        with self._writing():
+            for instruction in instructions:
+                if instruction not in self.instructions:
+                    self._add_instruction(instruction, instruction, batch_size, show_progress_bar)
+            specs = self.specs
+            if not specs and texts:
+                raise ValueError("The index has no instruction yet: pass instructions=[...] or call add_instruction")
+            documents = [Document(i, t, m) for i, t, m in zip(ids, texts, metadatas)]
+            vectors: dict[str, list[np.ndarray]] = {spec.space: [] for spec in specs}
+            with tqdm(total=len(texts), desc="Indexing", unit="text",
+                      disable=not show_progress(show_progress_bar, len(texts))) as bar:
+                for start in range(0, len(documents), batch_size):  # the model runs before anything is locked
+                    batch = documents[start : start + batch_size]
+                    for space, matrix in self._vectors_for(batch, specs, batch_size).items():
+                        vectors[space].append(matrix)
+                    bar.update(len(batch))
+            stacked = {space: np.concatenate(parts) for space, parts in vectors.items() if parts}
+            with self.store.transaction():
+                for start in range(0, len(documents), WRITE_CHUNK):
+                    stop = start + WRITE_CHUNK
+                    self.store.upsert(documents[start:stop], {space: m[start:stop] for space, m in stacked.items()})
         return ids
 
     def _vectors_for(self, batch: list[Document], specs: list[InstructionSpec], batch_size: int) -> dict[str, np.ndarray]:
@@ -316,10 +347,9 @@ class InstructionIndex:
 
     def delete(self, ids: Sequence[str]) -> int:
         """Delete documents by id; returns how many existed."""
-        with self._writing():
-            removed = self.store.delete(list(ids))
-        self._save()
-        return removed
+        ids = check_ids(ids)
+        with self._writing(), self.store.transaction():
+            return self.store.delete(ids)
 
     def add_instruction(self, instruction: str, query_instruction: str | None = None, *, batch_size: int = 64,
                         show_progress_bar: bool | None = None) -> None:
@@ -330,60 +360,68 @@ class InstructionIndex:
         """
         instruction = validate_instruction(instruction)
         query_instruction = validate_instruction(query_instruction or instruction)
+        check_positive_int(batch_size, "batch_size")
         with self._writing():
-            if instruction in self.instructions:
-                raise ValueError(f"{instruction!r} is already an instruction of this index")
-            spec = InstructionSpec(instruction, query_instruction, space_name(instruction))
-            total = len(self.store)
-            bar = tqdm(total=total, desc="Embedding", unit="text",
-                       disable=not show_progress(show_progress_bar, total))
-            with self.store.transaction():
-                self.store.create_space(spec.space, self.model.dim)
-                for batch in self.store.iter_documents(batch_size):
-                    vectors = self._encode([doc.text for doc in batch], instruction, batch_size)
-                    self.store.set_vectors(spec.space, [doc.id for doc in batch], vectors)
-                    bar.update(len(batch))
-            bar.close()
-            manifest = dict(self._manifest)
-            manifest["instructions"] = [*manifest["instructions"], asdict(spec)]
-            self._write_manifest(manifest)
-            self._save()
+            self._add_instruction(instruction, query_instruction, batch_size, show_progress_bar)
+
+    def _add_instruction(self, instruction: str, query_instruction: str, batch_size: int,
+                         show_progress_bar: bool | None) -> None:
+        """``add_instruction`` under the writer lock: embed the corpus, write the space in
+        one transaction, then name it in the manifest (a crash between the two leaves an
+        orphan space that the next write drops)."""
+        if instruction in self.instructions:
+            raise ValueError(f"{instruction!r} is already an instruction of this index")
+        spec = InstructionSpec(instruction, query_instruction, space_name(instruction))
+        self.store.check_dim(self.model.dim)
+        ids: list[str] = []
+        vectors: list[np.ndarray] = []
+        total = len(self.store)
+        with tqdm(total=total, desc="Embedding", unit="text", disable=not show_progress(show_progress_bar, total)) as bar:
+            for batch in self.store.iter_documents(batch_size):
+                ids.extend(doc.id for doc in batch)
+                vectors.append(self._encode([doc.text for doc in batch], instruction, batch_size))
+                bar.update(len(batch))
+        stacked = np.concatenate(vectors) if vectors else np.empty((0, self.model.dim), dtype="float32")
+        with self.store.transaction():
+            self.store.create_space(spec.space, self.model.dim)
+            for start in range(0, len(ids), WRITE_CHUNK):
+                self.store.set_vectors(spec.space, ids[start : start + WRITE_CHUNK], stacked[start : start + WRITE_CHUNK])
+        manifest = dict(self._current_manifest())
+        manifest["instructions"] = [*manifest["instructions"], asdict(spec)]
+        self._write_manifest(manifest)
 
     def remove_instruction(self, instruction: str) -> None:
         """Remove an instruction and its vectors (documents stay)."""
         with self._writing():
             spec = self._spec(instruction)
-            manifest = dict(self._manifest)
+            manifest = dict(self._current_manifest())
             manifest["instructions"] = [s for s in manifest["instructions"] if s["instruction"] != instruction]
-            self._write_manifest(manifest)
-            self.store.drop_space(spec.space)
-            self._save()
-
-    def _save(self) -> None:
-        save = getattr(self.store, "save", None)
-        if save is not None:
-            save()
+            self._write_manifest(manifest)  # from here on the space is an orphan: a crash cannot resurrect it
+            with self.store.transaction():
+                self.store.drop_space(spec.space)
 
     def save(self) -> None:
-        """Persist everything (writes already persist; this is for explicit checkpoints)."""
-        with self._writing():
-            self._save()
+        """Persist the derived files again (every write already persists; this is for
+        explicit checkpoints)."""
+        save = getattr(self.store, "save", None)
+        if save is not None:
+            with self._writing():
+                save()
 
     # -- reads ----------------------------------------------------------------------------
     def get(self, ids: Sequence[str]) -> list[Document | None]:
         """Stored documents by id (``None`` where absent)."""
-        return self.store.get(list(ids))
+        return self.store.get(check_ids(ids))
 
     def get_vectors(self, ids: Sequence[str], instruction: str) -> dict[str, np.ndarray]:
         """Stored vectors of ``ids`` under ``instruction`` (absent ids are left out)."""
-        return self.store.get_vectors(self._spec(instruction).space, list(ids))
+        return self.store.get_vectors(self._spec(instruction).space, check_ids(ids))
 
     def search(self, query: str, instruction: str, k: int = 10, filter: Filter | None = None) -> list[Hit]:
         """The ``k`` documents whose answer to ``instruction`` is closest to the query's."""
         if not isinstance(query, str) or not query.strip():
             raise ValueError("query must be a non-empty string")
-        if not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be a positive integer, got {k!r}")
+        check_k(k)
         return self.store.search(self._spec(instruction).space, self.encode_query(query, instruction), k, filter)
 
     def encode_query(self, query: str, instruction: str) -> np.ndarray:
@@ -414,6 +452,18 @@ class InstructionIndex:
         return f"InstructionIndex({str(self.path)!r}, documents={len(self)}, instructions={len(self.instructions)})"
 
 
+def _remove_new(path: Path, created: bool, before: set[Path]) -> None:
+    """Undo a failed ``create``: remove the folder if it made it, else what it added."""
+    if created:
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    for entry in set(path.iterdir()) - before if path.exists() else ():
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
 def _cache(cache: EmbeddingCache | bool | None) -> EmbeddingCache | None:
     if cache is True:
         return EmbeddingCache()
@@ -424,6 +474,10 @@ def read_manifest(path: Path) -> dict[str, Any]:
     """The manifest of the index folder ``path``, checked."""
     file = path / MANIFEST
     if not file.exists():
+        stores = sorted(p.name for p in path.glob("*-store") if p.is_dir())  # the backends' folders
+        if stores:
+            raise CorruptIndexError(f"{file} is missing, but {path} holds an index's store ({', '.join(stores)}): "
+                                    "restore index.json from a backup; nothing was changed")
         raise FileNotFoundError(f"{path} holds no index ({MANIFEST} is missing)")
     try:
         manifest = json.loads(file.read_text("utf-8"))

@@ -151,21 +151,14 @@ def test_other_model_or_dimension_is_refused(index, tmp_path, tiny_model_dir):
         InstructionIndex.open(tmp_path / "idx", wider)
 
 
-@pytest.mark.parametrize("backend", ["faiss"])
-def test_corrupted_files_give_clear_errors(index, tmp_path):
+def test_corrupted_manifest_gives_a_clear_error(index, tmp_path):
     root = tmp_path / "idx"
     index.close()
-    faiss_file = next((root / "faiss-store" / "faiss").glob("*.faiss"))
-    original = faiss_file.read_bytes()
-    faiss_file.write_bytes(original[: len(original) // 2])
-    with pytest.raises(CorruptIndexError, match=faiss_file.name):
-        InstructionIndex.open(root)
-    assert faiss_file.read_bytes() == original[: len(original) // 2]  # nothing overwritten
-    faiss_file.write_bytes(original)
     manifest = root / "index.json"
     manifest.write_text(manifest.read_text()[:40])
     with pytest.raises(CorruptIndexError, match="index.json is truncated or corrupted"):
         InstructionIndex.open(root)
+    # damaged FAISS files are rebuilt from the database: tests/test_reliability.py
 
 
 def test_corrupted_database_gives_clear_error(tmp_path, model):

@@ -49,6 +49,10 @@ class VectorStore(ABC):
 
     backend: str
 
+    def check_dim(self, dim: int) -> None:
+        """Raise ``ValueError`` if this store cannot hold vectors of ``dim`` (checked before
+        an index writes anything)."""
+
     @abstractmethod
     def transaction(self) -> AbstractContextManager[None]:
         """A context in which all writes commit together (or roll back on error/crash)."""

@@ -1,9 +1,17 @@
 """Embedded store: documents and vectors in SQLite, one FAISS index per space.
 
 SQLite is the truth and makes every write transaction atomic (a killed writer leaves the
-last committed state). The FAISS indexes are built from it and saved as FAISS files (never
-pickle) stamped with the SQLite generation they reflect; stale files are rebuilt from
-SQLite on open, unreadable ones raise ``CorruptIndexError`` naming the file.
+last committed state). The FAISS indexes are derived from it: saved after each commit as
+FAISS files (never pickle), recorded in ``state.json`` with the SQLite generation they
+reflect and their SHA-256. A file that is stale, missing or whose hash does not match is
+rebuilt from SQLite (with a warning), so damage to a derived file never gives wrong
+answers. A missing, empty or unreadable database raises ``CorruptIndexError`` naming it;
+opening an existing store never writes.
+
+Readers never take SQLite's write lock and never see a file vanish: a save keeps the
+files of the previous state beside the new ones (a reader that read the old
+``state.json`` still finds them), and a reader that misses a file anyway re-reads the
+state or rebuilds from SQLite.
 
 Ids: every document version gets a new integer ``row`` (SQLite AUTOINCREMENT: never
 reused); FAISS indexes are wrapped in ``IndexIDMap2`` keyed by it, so a search result
@@ -15,6 +23,7 @@ tombstones exceed a quarter of it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import sqlite3
@@ -28,6 +37,7 @@ import numpy as np
 
 from ..atomic import atomic_write_bytes
 from ..errors import CorruptIndexError
+from ..validation import check_ids, check_k
 from .base import Document, Filter, Hit, VectorStore
 from .filters import to_sql
 
@@ -39,6 +49,7 @@ STATE_FILE = "state.json"
 METRICS = ("ip", "l2")
 COMPACT_RATIO = 0.25
 MMAP_BYTES = 1 << 30
+TABLES = frozenset({"meta", "documents", "spaces", "vectors"})
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS documents (
@@ -82,33 +93,60 @@ class FaissStore(VectorStore):
 
     backend = "faiss"
 
-    def __init__(self, path: str | Path, *, factory: str = "Flat", metric: str = "ip", use_gpu: bool | None = None) -> None:
+    def __init__(self, path: str | Path, *, factory: str = "Flat", metric: str = "ip", use_gpu: bool | None = None,
+                 create: bool | None = None) -> None:
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
         self.faiss = _faiss()
         self.path = Path(path)
         self.factory = factory
         self.metric = metric
-        self.path.mkdir(parents=True, exist_ok=True)
-        db_path = self.path / DB_FILE
-        try:
-            self._db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False, timeout=60)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(f"PRAGMA mmap_size={MMAP_BYTES}")  # look-ups read pages without syscalls
-            self._db.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as error:
-            raise CorruptIndexError(f"{db_path} is not a readable index database: {error}") from error
+        self._db = self._connect(self.path / DB_FILE, create)
         self._lock = threading.RLock()
         self._depth = 0
         self._pending: list[tuple[str, str, Any]] = []
         self._indexes: dict[str, Any] = {}
         self._dead: dict[str, int] = {}
+        self._files: dict[str, dict[str, Any]] = {}
         self._generation = -1
         gpus = self.faiss.get_num_gpus() if hasattr(self.faiss, "StandardGpuResources") else 0
         self._gpu_resources = self.faiss.StandardGpuResources() if (use_gpu is None and gpus) or use_gpu else None
         self._gpu_copies: dict[str, Any] = {}
         self._data_version = -1
         self._load()
+
+    def _connect(self, db_path: Path, create: bool | None) -> sqlite3.Connection:
+        """Open the database; create it only when asked (``None``: when it is absent).
+
+        Opening an existing database runs no write (readers never wait for a writer) and
+        checks that it is an index database."""
+        if create is None:
+            create = not db_path.exists()
+        if create:
+            if db_path.exists():
+                raise FileExistsError(f"{db_path} already exists: open the store instead of creating it")
+            self.path.mkdir(parents=True, exist_ok=True)
+        elif not db_path.is_file():
+            raise CorruptIndexError(f"{db_path} is missing: the index's documents and vectors are gone")
+        elif db_path.stat().st_size == 0:
+            raise CorruptIndexError(f"{db_path} is empty (0 bytes): the index's documents and vectors are gone")
+        try:
+            db = sqlite3.connect(f"file:{db_path}?mode={'rwc' if create else 'rw'}", uri=True,
+                                 isolation_level=None, check_same_thread=False, timeout=60)
+            if create:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.executescript(_SCHEMA)
+            db.execute(f"PRAGMA mmap_size={MMAP_BYTES}")  # look-ups read pages without syscalls
+            tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if not TABLES <= tables or db.execute("SELECT value FROM meta WHERE key='generation'").fetchone() is None:
+                raise sqlite3.DatabaseError(f"tables missing: {', '.join(sorted(TABLES - tables)) or 'meta.generation'}")
+        except sqlite3.DatabaseError as error:
+            raise CorruptIndexError(f"{db_path} is not a readable index database: {error}") from error
+        return db
+
+    def check_dim(self, dim: int) -> None:
+        """Raise ``ValueError`` if this store's factory cannot index vectors of ``dim``."""
+        self._new_index(dim)
 
     # -- loading and saving -------------------------------------------------------------
     def _db_generation(self) -> int:
@@ -118,51 +156,82 @@ class FaissStore(VectorStore):
         return dict(self._db.execute("SELECT name, dim FROM spaces ORDER BY name"))
 
     def _load(self) -> None:
-        """Load FAISS files if they match the database, else rebuild from it."""
+        """Load the saved FAISS files that match the database, rebuild the others from it.
+
+        Runs in one read transaction, so the generation and the vectors agree; the new
+        state replaces the old one only when all of it is loaded."""
+        self._db.execute("BEGIN")
+        try:
+            self._load_snapshot()
+        finally:
+            self._db.execute("COMMIT")
+
+    def _load_snapshot(self) -> None:
+        """``_load`` inside an open transaction."""
         generation = self._db_generation()
         state = self._read_state()
-        dims = self._space_dims()
-        fresh = state.get("generation") == generation and set(state.get("spaces", {})) == set(dims)
-        self._indexes, self._dead = {}, {}
-        self._files = dict(state["spaces"]) if fresh else {}  # saved files matching memory
-        self._gpu_copies.clear()
-        for space, dim in dims.items():
-            if fresh:
-                self._indexes[space] = self._read_index(self.path / FAISS_DIR / state["spaces"][space], dim)
-                self._dead[space] = self._indexes[space].ntotal - self._live_count(space)
+        saved = state.get("spaces", {}) if state.get("generation") == generation else {}
+        indexes, dead, files = {}, {}, {}
+        for space, dim in self._space_dims().items():
+            index = self._read_saved(space, dim, saved.get(space))
+            if index is None:
+                indexes[space], dead[space] = self._build(space, dim), 0
             else:
-                self._rebuild(space, dim)
-        if not fresh and dims:
-            logger.info("FAISS files of %s were stale: rebuilt from %s", self.path, DB_FILE)
-        self._generation = generation
+                indexes[space], dead[space], files[space] = index, index.ntotal - self._live_count(space), saved[space]
+        self._indexes, self._dead, self._files, self._generation = indexes, dead, files, generation
+        self._gpu_copies.clear()
 
     def _read_state(self) -> dict[str, Any]:
+        """``state.json``; an unreadable or old-format one counts as absent (everything is rebuilt)."""
         file = self.path / FAISS_DIR / STATE_FILE
-        if not file.exists():
+        try:
+            state = json.loads(file.read_text("utf-8"))
+        except FileNotFoundError:
             return {}
-        try:
-            return json.loads(file.read_text("utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise CorruptIndexError(f"{file} is corrupted ({error}); delete it to rebuild the FAISS files") from error
+        except (OSError, ValueError) as error:
+            logger.warning("%s is unreadable (%s): rebuilding the FAISS indexes from %s", file, error, DB_FILE)
+            return {}
+        spaces = state.get("spaces") if isinstance(state, dict) else None
+        if not isinstance(spaces, dict) or not all(
+                isinstance(entry, dict) and isinstance(entry.get("file"), str) and isinstance(entry.get("sha256"), str)
+                for entry in spaces.values()):
+            return {}
+        return state
 
-    def _read_index(self, file: Path, dim: int) -> Any:
+    def _read_saved(self, space: str, dim: int, entry: dict[str, Any] | None) -> Any:
+        """The saved index of ``space`` if its file is intact, else ``None`` (with a warning)."""
+        if entry is None:
+            return None
+        file = self.path / FAISS_DIR / entry["file"]
         try:
-            index = self.faiss.read_index(str(file))
+            data = file.read_bytes()
+        except OSError as error:
+            logger.warning("%s cannot be read (%s): rebuilding it from %s", file, error, DB_FILE)
+            return None
+        if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+            logger.warning("%s is damaged (checksum mismatch): rebuilding it from %s", file, DB_FILE)
+            return None
+        try:
+            index = self.faiss.deserialize_index(np.frombuffer(data, dtype="uint8"))
         except RuntimeError as error:
-            raise CorruptIndexError(
-                f"{file} is truncated or corrupted; delete it (and {STATE_FILE}) to rebuild it from {DB_FILE}"
-            ) from error
+            logger.warning("%s is unreadable (%s): rebuilding it from %s", file, error, DB_FILE)
+            return None
         if index.d != dim:
-            raise CorruptIndexError(f"{file} has dimension {index.d}, the database says {dim}")
+            logger.warning("%s has dimension %d, the database says %d: rebuilding it", file, index.d, dim)
+            return None
         return index
 
     def _new_index(self, dim: int) -> Any:
         faiss = self.faiss
         metric = faiss.METRIC_INNER_PRODUCT if self.metric == "ip" else faiss.METRIC_L2
-        return faiss.IndexIDMap2(faiss.index_factory(dim, self.factory, metric))
+        try:
+            return faiss.IndexIDMap2(faiss.index_factory(int(dim), self.factory, metric))
+        except RuntimeError as error:
+            raise ValueError(f"FAISS cannot build index factory {self.factory!r} for dimension {dim}: "
+                             f"{str(error).strip().splitlines()[-1]}") from None
 
-    def _rebuild(self, space: str, dim: int) -> None:
-        """Build the space's FAISS index from the database (also compacts tombstones)."""
+    def _build(self, space: str, dim: int) -> Any:
+        """The space's FAISS index built from the database (without tombstones)."""
         index = self._new_index(dim)
         if not index.is_trained:
             vectors = [np.frombuffer(blob, dtype="<f4") for (blob,) in self._db.execute(
@@ -175,29 +244,38 @@ class FaissStore(VectorStore):
                 break
             ids = np.array([row for row, _ in batch], dtype="int64")
             index.add_with_ids(np.stack([np.frombuffer(blob, dtype="<f4") for _, blob in batch]), ids)
-        self._indexes[space] = index
+        return index
+
+    def _rebuild(self, space: str, dim: int) -> None:
+        self._indexes[space] = self._build(space, dim)
         self._dead[space] = 0
+        self._files.pop(space, None)
 
     def save(self) -> None:
         """Write the FAISS files of the spaces that changed, then the state, each atomically.
 
-        Spaces untouched since their last save keep their file, so a small write to one
-        instruction's space does not rewrite the others."""
+        Called after every commit (by the writer, under the index's write lock). Spaces
+        untouched since their last save keep their file. Files of the previous state stay
+        (a reader may have just read it); older ones and ``.partial`` leftovers of a killed
+        save are removed."""
         with self._lock:
             folder = self.path / FAISS_DIR
             folder.mkdir(exist_ok=True)
+            previous = {entry["file"] for entry in self._read_state().get("spaces", {}).values()}
             files = {}
             for space, index in sorted(self._indexes.items()):
-                name = self._files.get(space)
-                if name is None or not (folder / name).exists():
-                    name = f"{space}-{self._generation}.faiss"
-                    atomic_write_bytes(folder / name, self.faiss.serialize_index(index).tobytes())
-                files[space] = name
+                entry = self._files.get(space)
+                if entry is None or not (folder / entry["file"]).exists():
+                    data = self.faiss.serialize_index(index).tobytes()
+                    entry = {"file": f"{space}-{self._generation}.faiss", "sha256": hashlib.sha256(data).hexdigest()}
+                    atomic_write_bytes(folder / entry["file"], data)
+                files[space] = entry
             state = {"generation": self._generation, "spaces": files}
             atomic_write_bytes(folder / STATE_FILE, json.dumps(state, indent=1).encode())
-            for old in folder.glob("*.faiss"):
-                if old.name not in files.values():
-                    old.unlink()
+            keep = previous | {entry["file"] for entry in files.values()}
+            for old in [*folder.glob("*.faiss"), *folder.glob(".*.partial")]:
+                if old.name not in keep:
+                    old.unlink(missing_ok=True)
             self._files = files
 
     def _refresh(self) -> None:
@@ -225,10 +303,11 @@ class FaissStore(VectorStore):
                 finally:
                     self._depth -= 1
                 return
-            self._refresh()
             self._db.execute("BEGIN IMMEDIATE")
             self._depth = 1
             try:
+                if self._db_generation() != self._generation:  # another process committed
+                    self._load_snapshot()
                 yield
                 self._db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key='generation'")
                 self._db.execute("COMMIT")
@@ -238,8 +317,23 @@ class FaissStore(VectorStore):
                 raise
             finally:
                 self._depth = 0
+            self._after_commit()
+
+    def _after_commit(self) -> None:
+        """Mirror the commit into memory and save the FAISS files. The write is committed:
+        a failure here is logged and repaired from SQLite, never raised as a failed write."""
+        try:
             self._generation = self._db_generation()
             self._apply_pending()
+        except (RuntimeError, MemoryError, sqlite3.Error):  # memory no longer matches: the next read reloads
+            logger.exception("Mirroring a committed write into the FAISS indexes failed; reloading from %s", DB_FILE)
+            self._generation = self._data_version = -1
+            return
+        try:
+            self.save()
+        except (OSError, RuntimeError) as error:
+            logger.warning("The write is committed, but saving the FAISS files of %s failed (%s); "
+                           "they are rebuilt from %s when the store is next opened", self.path, error, DB_FILE)
 
     def _apply_pending(self) -> None:
         """Mirror the committed changes into the in-memory FAISS indexes."""
@@ -265,7 +359,6 @@ class FaissStore(VectorStore):
         for space, index in list(self._indexes.items()):
             if space in rebuild or not index.is_trained or self._dead[space] > COMPACT_RATIO * max(index.ntotal, 1):
                 self._rebuild(space, index.d)
-                self._files.pop(space, None)
 
     def _add_rows(self, space: str, rows: list[int]) -> None:
         index = self._indexes[space]
@@ -380,7 +473,7 @@ class FaissStore(VectorStore):
             self._db.execute(f"DELETE FROM documents WHERE row IN ({','.join('?' * len(chunk))})", chunk)
 
     def delete(self, ids: Sequence[str]) -> int:
-        ids = list(ids)
+        ids = check_ids(ids)
         if not ids:
             return 0
         with self.transaction():
@@ -394,7 +487,7 @@ class FaissStore(VectorStore):
             return list(self._space_dims())
 
     def get(self, ids: Sequence[str]) -> list[Document | None]:
-        ids = list(ids)
+        ids = check_ids(ids)
         with self._lock:
             found = {}
             for start in range(0, len(ids), 500):
@@ -433,6 +526,7 @@ class FaissStore(VectorStore):
         return self._db.execute("SELECT COUNT(*) FROM vectors WHERE space=?", (space,)).fetchone()[0]
 
     def search(self, space: str, vector: np.ndarray, k: int, filter: Filter | None = None) -> list[Hit]:
+        check_k(k)
         with self._lock:
             self._refresh()
             index = self._indexes[space]
