@@ -139,6 +139,15 @@ def cmd_index_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_index_verify(args: argparse.Namespace) -> int:
+    from .index import InstructionIndex
+
+    with InstructionIndex.open(args.path) as index:
+        report = index.verify()
+    print(json.dumps({"ok": True, **report}, indent=2, ensure_ascii=False))
+    return 0
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     from .index import InstructionIndex
 
@@ -450,6 +459,11 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("path", help="index folder")
     info.add_argument("--no-model", action="store_true", help="print the manifest without loading the model")
     info.set_defaults(handler=cmd_index_info)
+    verify = actions.add_parser("verify", help="check every file of an index (reads all of it)",
+                                description="Check the database, the derived files and their agreement; "
+                                            "exit 2 naming the damaged file if any.")
+    verify.add_argument("path", help="index folder")
+    verify.set_defaults(handler=cmd_index_verify)
 
     search = commands.add_parser("search", help="search an index under one instruction",
                                  description="Search PATH for QUERY as seen through INSTRUCTION.")

@@ -436,6 +436,19 @@ class InstructionIndex:
             raise ValueError(f"vector must be finite with shape ({self.model.dim},), got {vector.shape}")
         return self.store.search(self._spec(instruction).space, vector, k, filter)
 
+    def verify(self) -> dict[str, Any]:
+        """Check every file of the index (reads all of it); raise ``CorruptIndexError``
+        naming the damaged file, else return counts per instruction."""
+        manifest = read_manifest(self.path)
+        check = getattr(self.store, "verify", None)
+        report = check() if check is not None else {"documents": len(self.store), "spaces": {}}
+        missing = {spec["space"] for spec in manifest["instructions"]} - set(self.store.spaces())
+        if missing:
+            raise CorruptIndexError(f"{self.path / MANIFEST} names vector spaces the store lacks: {sorted(missing)}")
+        by_space = report["spaces"]
+        return {"documents": report["documents"],
+                "instructions": {spec.instruction: by_space.get(spec.space) for spec in self.specs}}
+
     def __len__(self) -> int:
         return len(self.store)
 

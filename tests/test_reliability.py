@@ -343,3 +343,52 @@ def test_a_reader_whose_files_vanish_under_it_rebuilds_instead_of_failing(tmp_pa
         reader.store._generation = reader.store._data_version = -1  # as if another process committed
         assert reader.search(TEXTS[3], Q1, k=1)[0].id == "doc-3"
         assert everyone_finds_itself(reader) and reader.get(["second"])[0].text == "second"
+
+
+def test_every_garbled_spot_of_the_database_is_reported_or_harmless(tmp_path, model):
+    """SQLite keeps no page checksums: 64 garbled bytes anywhere in store.sqlite end in a
+    CorruptIndexError (at open, in use, or from verify()) or change nothing readable."""
+    root = tmp_path / "idx"
+    build(root, model)
+    database = root / "faiss-store" / "store.sqlite"
+    pristine = database.read_bytes()
+
+    def contents():
+        db = sqlite3.connect(database)
+        try:
+            return db.execute("SELECT * FROM documents").fetchall(), db.execute("SELECT * FROM vectors").fetchall()
+        finally:
+            db.close()
+
+    reference, outcomes = contents(), set()
+    for offset in range(0, len(pristine), 2048):
+        data = bytearray(pristine)
+        data[offset : offset + 64] = bytes((b + 97) % 256 for b in data[offset : offset + 64])
+        database.write_bytes(bytes(data))
+        try:
+            with InstructionIndex.open(root, model) as index:
+                index.verify()
+                everyone_finds_itself(index)
+            assert contents() == reference, f"garbled at {offset}: verify() passed but the contents changed"
+            outcomes.add("harmless")
+        except CorruptIndexError as error:
+            assert "store.sqlite" in str(error)
+            outcomes.add("reported")
+    assert outcomes == {"harmless", "reported"}
+
+
+def test_verify_finds_a_vector_that_differs_from_its_faiss_copy(tmp_path, model, capsys):
+    from inbedder_retrieval.cli import main
+
+    root = tmp_path / "idx"
+    build(root, model)
+    assert main(["index", "verify", str(root)]) == 0 and '"ok": true' in capsys.readouterr().out
+    db = sqlite3.connect(root / "faiss-store" / "store.sqlite")
+    db.execute("UPDATE vectors SET vector = ? WHERE row = (SELECT row FROM documents WHERE id = 'doc-7')",
+               (bytes(4 * model.dim),))
+    db.commit()
+    db.close()
+    with InstructionIndex.open(root) as index, pytest.raises(CorruptIndexError, match=r"\['doc-7'\] differ"):
+        index.verify()
+    assert main(["index", "verify", str(root)]) == 2
+    assert "doc-7" in capsys.readouterr().err

@@ -23,12 +23,13 @@ tombstones exceed a quarter of it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,24 @@ CREATE TABLE IF NOT EXISTS vectors (
 CREATE INDEX IF NOT EXISTS vectors_by_row ON vectors (row);
 INSERT OR IGNORE INTO meta VALUES ('generation', '0');
 """
+
+
+def _damage_is_corruption(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Report SQLite's signs of a damaged file as ``CorruptIndexError`` naming it (a locked
+    or busy database is not damage and passes through)."""
+
+    @functools.wraps(method)
+    def checked(self: FaissStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.OperationalError as error:
+            if "no such" not in str(error):
+                raise
+            raise CorruptIndexError(f"{self.path / DB_FILE} is damaged: {error}") from error
+        except sqlite3.DatabaseError as error:
+            raise CorruptIndexError(f"{self.path / DB_FILE} is damaged: {error}") from error
+
+    return checked
 
 
 def _faiss():
@@ -155,6 +174,7 @@ class FaissStore(VectorStore):
     def _space_dims(self) -> dict[str, int]:
         return dict(self._db.execute("SELECT name, dim FROM spaces ORDER BY name"))
 
+    @_damage_is_corruption
     def _load(self) -> None:
         """Load the saved FAISS files that match the database, rebuild the others from it.
 
@@ -387,12 +407,14 @@ class FaissStore(VectorStore):
         return True
 
     # -- writes ---------------------------------------------------------------------------
+    @_damage_is_corruption
     def create_space(self, space: str, dim: int) -> None:
         with self.transaction():
             self._drop(space)
             self._db.execute("INSERT INTO spaces VALUES (?, ?)", (space, int(dim)))
             self._pending.append(("create", space, int(dim)))
 
+    @_damage_is_corruption
     def drop_space(self, space: str) -> None:
         with self.transaction():
             self._drop(space)
@@ -411,6 +433,7 @@ class FaissStore(VectorStore):
                 f"SELECT id, row FROM documents WHERE id IN ({','.join('?' * len(chunk))})", chunk))
         return found
 
+    @_damage_is_corruption
     def upsert(self, documents: Sequence[Document], vectors: Mapping[str, np.ndarray]) -> None:
         with self.transaction():
             dims = self._space_dims()
@@ -428,6 +451,7 @@ class FaissStore(VectorStore):
             for space, matrix in matrices.items():
                 self._insert_vectors(space, rows, matrix)
 
+    @_damage_is_corruption
     def set_vectors(self, space: str, ids: Sequence[str], vectors: np.ndarray) -> None:
         with self.transaction():
             matrix = self._checked(space, vectors, len(ids), self._space_dims()[space])
@@ -472,6 +496,7 @@ class FaissStore(VectorStore):
             chunk = rows[start : start + 500]
             self._db.execute(f"DELETE FROM documents WHERE row IN ({','.join('?' * len(chunk))})", chunk)
 
+    @_damage_is_corruption
     def delete(self, ids: Sequence[str]) -> int:
         ids = check_ids(ids)
         if not ids:
@@ -482,10 +507,12 @@ class FaissStore(VectorStore):
             return len(rows)
 
     # -- reads ----------------------------------------------------------------------------
+    @_damage_is_corruption
     def spaces(self) -> list[str]:
         with self._lock:
             return list(self._space_dims())
 
+    @_damage_is_corruption
     def get(self, ids: Sequence[str]) -> list[Document | None]:
         ids = check_ids(ids)
         with self._lock:
@@ -498,6 +525,7 @@ class FaissStore(VectorStore):
                 found.update({row[0]: Document(row[0], row[1], json.loads(row[2])) for row in rows})
         return [found.get(doc_id) for doc_id in ids]
 
+    @_damage_is_corruption
     def get_vectors(self, space: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
         ids = list(ids)
         with self._lock:
@@ -525,6 +553,7 @@ class FaissStore(VectorStore):
     def _live_count(self, space: str) -> int:
         return self._db.execute("SELECT COUNT(*) FROM vectors WHERE space=?", (space,)).fetchone()[0]
 
+    @_damage_is_corruption
     def search(self, space: str, vector: np.ndarray, k: int, filter: Filter | None = None) -> list[Hit]:
         check_k(k)
         with self._lock:
@@ -562,6 +591,50 @@ class FaissStore(VectorStore):
         ]
         return hits[:k]
 
+    @_damage_is_corruption
+    def verify(self) -> dict[str, Any]:
+        """Check the whole store; raise ``CorruptIndexError`` naming what is damaged.
+
+        SQLite keeps no page checksums, so damage inside ``store.sqlite`` shows only in a
+        full check: ``PRAGMA integrity_check``, then every space's vector count against
+        the documents and its FAISS index. Reads every page: seconds per GB."""
+        db_path = self.path / DB_FILE
+        with self._lock:
+            self._refresh()
+            try:
+                problems = [row[0] for row in self._db.execute("PRAGMA integrity_check(20)")]
+                if problems != ["ok"]:
+                    raise CorruptIndexError(f"{db_path} is damaged: {'; '.join(problems[:5])}")
+                documents = len(self)
+                counts = {space: self._live_count(space) for space in self._space_dims()}
+            except sqlite3.DatabaseError as error:
+                raise CorruptIndexError(f"{db_path} is damaged: {error}") from error
+            for space, count in counts.items():
+                if count != documents:
+                    raise CorruptIndexError(f"{db_path}: space {space!r} has {count} vectors for {documents} documents")
+                index = self._indexes[space]
+                if index.ntotal - self._dead[space] != count:
+                    raise CorruptIndexError(f"the FAISS index of space {space!r} holds {index.ntotal - self._dead[space]} "
+                                            f"live vectors, {db_path} {count}")
+                self._compare_vectors(space, index)
+        return {"documents": documents, "spaces": counts}
+
+    def _compare_vectors(self, space: str, index: Any) -> None:
+        """Every stored vector equals its FAISS copy (index types that keep vectors exactly)."""
+        if not isinstance(self.faiss.downcast_index(index.index), (self.faiss.IndexFlat, self.faiss.IndexHNSWFlat)):
+            return  # compressed (PQ, SQ) or clustered copies are not comparable
+        rows = self._db.execute("SELECT d.id, v.row, v.vector FROM vectors v JOIN documents d ON d.row = v.row "
+                                "WHERE v.space=?", (space,))
+        while batch := rows.fetchmany(4096):
+            stored = np.stack([np.frombuffer(blob, dtype="<f4") for _, _, blob in batch])
+            copies = np.stack([index.reconstruct(row) for _, row, _ in batch])
+            differ = np.flatnonzero(np.abs(stored - copies).max(axis=1) > 1e-5)
+            if len(differ):
+                bad = [batch[i][0] for i in differ[:5]]
+                raise CorruptIndexError(f"space {space!r}: the vectors of {bad} differ between {self.path / DB_FILE} "
+                                        f"and its FAISS file; restore a backup, or delete {STATE_FILE} to rebuild "
+                                        "from the database if you trust it")
+
     def _on_gpu(self, space: str, index: Any) -> Any:
         """A GPU copy of ``index`` when a GPU is in use and the index type has one."""
         if self._gpu_resources is None:
@@ -580,6 +653,7 @@ class FaissStore(VectorStore):
             faiss.SearchParametersIVF if isinstance(inner, faiss.IndexIVF) else faiss.SearchParameters)
         return kind(sel=selector)
 
+    @_damage_is_corruption
     def __len__(self) -> int:
         with self._lock:
             return self._db.execute("SELECT COUNT(*) FROM documents").fetchone()[0]
