@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,9 +28,12 @@ def atomic_directory(target: Path) -> Iterator[Path]:
 
 
 def atomic_write_bytes(target: Path, data: bytes) -> None:
-    """Write ``data`` to ``target`` through a synced temporary file and one rename."""
+    """Write ``data`` to ``target`` through a synced temporary file and one rename.
+
+    The file gets the mode every other file of the index gets: 0666 less the umask."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    temporary = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.partial"
+    handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(handle, "wb") as file:
             file.write(data)
@@ -37,5 +41,5 @@ def atomic_write_bytes(target: Path, data: bytes) -> None:
             os.fsync(file.fileno())
         os.replace(temporary, target)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise

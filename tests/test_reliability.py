@@ -392,3 +392,14 @@ def test_verify_finds_a_vector_that_differs_from_its_faiss_copy(tmp_path, model,
         index.verify()
     assert main(["index", "verify", str(root)]) == 2
     assert "doc-7" in capsys.readouterr().err
+
+
+def test_every_file_of_an_index_follows_the_umask(tmp_path, model):
+    previous = os.umask(0o027)
+    try:
+        build(tmp_path / "idx", model)
+    finally:
+        os.umask(previous)
+    modes = {p.relative_to(tmp_path).as_posix(): p.stat().st_mode & 0o777
+             for p in (tmp_path / "idx").rglob("*") if p.is_file()}
+    assert modes and set(modes.values()) == {0o640}, modes
