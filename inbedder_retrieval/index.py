@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -28,8 +27,9 @@ from .cache import EmbeddingCache, encode_cached, encode_many_cached
 from .embedder import InBedder
 from .errors import CorruptIndexError, IncompatibleIndexError, IndexLockedError, UnknownInstructionError
 from .progress import show_progress
-from .prompts import validate_instruction, validate_texts
+from .prompts import validate_instruction
 from .stores import Document, Filter, Hit, VectorStore, open_store
+from .validation import check_documents, check_ids, check_positive_int
 
 FORMAT_VERSION = 1
 MANIFEST = "index.json"
@@ -50,39 +50,6 @@ class InstructionSpec:
     instruction: str
     query_instruction: str
     space: str
-
-
-def _check_documents(
-    texts: Sequence[str], ids: Sequence[str] | None, metadatas: Sequence[Mapping[str, Any]] | None
-) -> tuple[list[str], list[str], list[dict[str, Any]]]:
-    """Validate a batch of documents before anything is written."""
-    texts = validate_texts(texts)
-    if ids is None:
-        ids = [uuid.uuid4().hex for _ in texts]
-    ids = list(ids)
-    if len(ids) != len(texts):
-        raise ValueError(f"got {len(ids)} ids for {len(texts)} texts")
-    seen: set[str] = set()
-    for position, doc_id in enumerate(ids):
-        if not isinstance(doc_id, str) or not doc_id:
-            raise TypeError(f"ids[{position}] must be a non-empty str, got {doc_id!r}")
-        if doc_id in seen:
-            raise ValueError(f"ids[{position}] = {doc_id!r} appears twice in one call")
-        seen.add(doc_id)
-    metadatas = [{} for _ in texts] if metadatas is None else list(metadatas)
-    if len(metadatas) != len(texts):
-        raise ValueError(f"got {len(metadatas)} metadatas for {len(texts)} texts")
-    checked = []
-    for position, metadata in enumerate(metadatas):
-        if metadata is None:
-            metadata = {}
-        if not isinstance(metadata, Mapping):
-            raise TypeError(f"metadatas[{position}] must be a mapping, got {type(metadata).__name__}")
-        try:
-            checked.append(json.loads(json.dumps(dict(metadata), allow_nan=False)))
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"metadatas[{position}] is not JSON-serialisable: {error}") from None
-    return texts, ids, checked
 
 
 class InstructionIndex:
@@ -272,7 +239,8 @@ class InstructionIndex:
         All of it is one transaction: if anything fails, or the process dies, the index
         stays as it was.
         """
-        texts, ids, metadatas = _check_documents(list(texts), ids, metadatas)
+        check_positive_int(batch_size, "batch_size")
+        texts, ids, metadatas = check_documents(texts, ids, metadatas)
         for instruction in instructions:
             if instruction not in self.instructions:
                 self.add_instruction(instruction)
@@ -316,6 +284,7 @@ class InstructionIndex:
 
     def delete(self, ids: Sequence[str]) -> int:
         """Delete documents by id; returns how many existed."""
+        ids = check_ids(ids)
         with self._writing():
             removed = self.store.delete(list(ids))
         self._save()
@@ -328,6 +297,7 @@ class InstructionIndex:
         ``query_instruction`` (default: the instruction itself) embeds search queries, for
         asymmetric search such as queries phrased as requests.
         """
+        check_positive_int(batch_size, "batch_size")
         instruction = validate_instruction(instruction)
         query_instruction = validate_instruction(query_instruction or instruction)
         with self._writing():
@@ -372,6 +342,7 @@ class InstructionIndex:
     # -- reads ----------------------------------------------------------------------------
     def get(self, ids: Sequence[str]) -> list[Document | None]:
         """Stored documents by id (``None`` where absent)."""
+        ids = check_ids(ids)
         return self.store.get(list(ids))
 
     def get_vectors(self, ids: Sequence[str], instruction: str) -> dict[str, np.ndarray]:
