@@ -325,16 +325,17 @@ class InBedder:
         Prompts longer than ``max_length`` lose tokens from the left, and the input comes
         before the instruction, so an instruction that is too long would cut the text away
         and give every text the same vector. Refused (``ValueError``) when the instruction
-        and the template text after the input take more than half of ``max_length`` tokens.
+        and the template text after the input leave less than a quarter of ``max_length``
+        tokens (128 of the default 512) for the text.
         """
         instruction = validate_instruction(instruction)
-        used, limit = self._tokens_after_input(instruction), self.description.max_length // 2
-        if used > limit:
+        max_length = self.description.max_length
+        used, room = self._tokens_after_input(instruction), max_length // 4
+        if used > max_length - room:
             raise ValueError(
-                f"instruction is too long for this model: with the prompt text after the input it takes {used} "
-                f"tokens, more than half of max_length={self.description.max_length} ({limit}), so texts would be "
-                f"cut away. Shorten it (it has {len(instruction)} characters) or load the model with a larger "
-                "max_length"
+                f"instruction is too long for this model: with the prompt text after the input it takes {used} of "
+                f"max_length={max_length} tokens, leaving fewer than {room} for the text, which would be cut away. "
+                f"Shorten it (it has {len(instruction)} characters) or load the model with a larger max_length"
             )
         return instruction
 
