@@ -29,7 +29,7 @@ from .errors import CorruptIndexError, IncompatibleIndexError, IndexLockedError,
 from .progress import show_progress
 from .prompts import validate_instruction
 from .stores import Document, Filter, Hit, VectorStore, open_store
-from .validation import check_documents, check_ids, check_positive_int
+from .validation import check_documents
 
 FORMAT_VERSION = 1
 MANIFEST = "index.json"
@@ -239,7 +239,6 @@ class InstructionIndex:
         All of it is one transaction: if anything fails, or the process dies, the index
         stays as it was.
         """
-        check_positive_int(batch_size, "batch_size")
         texts, ids, metadatas = check_documents(texts, ids, metadatas)
         for instruction in instructions:
             if instruction not in self.instructions:
@@ -284,7 +283,6 @@ class InstructionIndex:
 
     def delete(self, ids: Sequence[str]) -> int:
         """Delete documents by id; returns how many existed."""
-        ids = check_ids(ids)
         with self._writing():
             removed = self.store.delete(list(ids))
         self._save()
@@ -297,7 +295,6 @@ class InstructionIndex:
         ``query_instruction`` (default: the instruction itself) embeds search queries, for
         asymmetric search such as queries phrased as requests.
         """
-        check_positive_int(batch_size, "batch_size")
         instruction = validate_instruction(instruction)
         query_instruction = validate_instruction(query_instruction or instruction)
         with self._writing():
@@ -342,7 +339,6 @@ class InstructionIndex:
     # -- reads ----------------------------------------------------------------------------
     def get(self, ids: Sequence[str]) -> list[Document | None]:
         """Stored documents by id (``None`` where absent)."""
-        ids = check_ids(ids)
         return self.store.get(list(ids))
 
     def get_vectors(self, ids: Sequence[str], instruction: str) -> dict[str, np.ndarray]:
