@@ -43,7 +43,7 @@ def nested(depth: int) -> dict:
     (lambda index: index.add(["x y"], metadatas={"colour": "red"}), "metadatas must be a list of dicts.*got a single dict"),
     (lambda index: index.delete("ab2"), "ids must be a list of str, got a single str"),
     (lambda index: index.get("abc"), "ids must be a list of str, got a single str"),
-])
+], ids=["add-text", "add-id", "add-ids", "add-metadatas", "delete", "get"])
 def test_a_bare_string_or_dict_for_a_list_is_a_type_error(index, call, message):
     """``list("hello")`` is five one-letter documents; ``delete("ab2")`` deleted "a" and "b"."""
     with pytest.raises(TypeError, match=message):
@@ -55,7 +55,7 @@ def test_a_bare_string_or_dict_for_a_list_is_a_type_error(index, call, message):
     lambda index: index.add(["x y"], batch_size=-1),
     lambda index: index.add(["x y"], batch_size=0),
     lambda index: index.add_instruction("Q2?", batch_size=0),
-])
+], ids=["add-minus-one", "add-zero", "add-instruction-zero"])
 def test_batch_size_below_one_is_refused(index, call):
     """``batch_size=-1`` returned ids and stored nothing."""
     with pytest.raises(ValueError, match="batch_size must be a positive integer"):
@@ -92,7 +92,7 @@ def test_metadata_larger_than_the_limit_is_refused(index):
     (lambda index: index.add(["x y"], ids=["\udc80"]), r"ids\[0\] holds a lone surrogate"),
     (lambda index: index.add(["x y"], metadatas=[{"k": "\ud800"}]), r"metadatas\[0\] \(as JSON\) holds a lone surrogate"),
     (lambda index: index.add_instruction("Why \ud800?"), r"instruction holds a lone surrogate"),
-])
+], ids=["text", "id", "metadata", "instruction"])
 def test_lone_surrogates_are_refused_naming_the_position(index, call, message):
     """They gave a tokenizer ``TypeError`` that named no position (or failed in SQLite)."""
     with pytest.raises(ValueError, match=message):
@@ -117,7 +117,7 @@ def langchain_store(model, tmp_path):
     lambda store: store.add_texts(["x y", "z w"], ids="ab"),
     lambda store: store.delete(ids="ab"),
     lambda store: store.get_by_ids("ab"),
-])
+], ids=["embed_documents", "add_texts", "add_texts-ids", "delete", "get_by_ids"])
 def test_langchain_refuses_a_bare_string(langchain_store, call):
     with pytest.raises(TypeError, match="got a single str"):
         call(langchain_store)
