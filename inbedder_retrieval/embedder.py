@@ -21,7 +21,7 @@ from .encoders import BACKENDS, Backend, infer_family
 from .models import DEFAULT_MODEL, REGISTRY, SETTINGS_FILE, ModelDescription, check_pooling, get_model, load_settings
 from .progress import show_progress
 from .prompts import PromptTemplate
-from .validation import check_positive_int, check_sequence, validate_instruction, validate_texts
+from .validation import check_instructions, check_positive_int, validate_instruction, validate_texts
 from .weights import DEFAULT_REENCODER, resolve_source
 
 if TYPE_CHECKING:
@@ -258,7 +258,7 @@ class InBedder:
         ``model.backend.reuse_prefix = False`` to turn the sharing off).
         """
         checked = validate_texts(texts)
-        instructions = [self.check_instruction(q) for q in check_sequence(instructions, "instructions")]
+        instructions = [self.check_instruction(q) for q in check_instructions(instructions)]
         check_positive_int(batch_size, "batch_size")
         if len(set(instructions)) != len(instructions):
             raise ValueError("instructions must be distinct")

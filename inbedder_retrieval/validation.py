@@ -70,6 +70,12 @@ def validate_instruction(instruction: object) -> str:
     return check_unicode(instruction, "instruction")
 
 
+def check_instructions(instructions: Iterable[object]) -> list[str]:
+    """A list of instructions, each checked; a bare string is a ``TypeError`` (it would
+    become one instruction per letter)."""
+    return [validate_instruction(instruction) for instruction in check_sequence(instructions, "instructions")]
+
+
 def check_ids(ids: Iterable[object], what: str = "ids") -> list[str]:
     """``ids`` as a list of non-empty strings; a bare string or a non-str item is a ``TypeError``."""
     checked = check_sequence(ids, what)

@@ -51,6 +51,31 @@ def test_a_bare_string_or_dict_for_a_list_is_a_type_error(index, call, message):
     assert unchanged(index)
 
 
+def test_a_bare_string_of_instructions_is_a_type_error(model, index, tmp_path):
+    """``instructions="Q?"`` made the instructions "Q" and "?"."""
+    with pytest.raises(TypeError, match="instructions must be a list of str, got a single str"):
+        index.add(["x y"], instructions="Q2?")
+    assert unchanged(index) and index.instructions == [Q]
+    with pytest.raises(TypeError, match="instructions must be a list of str, got a single str"):
+        InstructionIndex.create(tmp_path / "other", model, instructions="Q2?")
+    assert not (tmp_path / "other").exists()
+
+
+def test_an_instruction_that_leaves_no_room_is_refused_before_it_is_stored(model, tmp_path):
+    """On an empty index nothing is embedded, so only the index's own check (the model's
+    ``check_instruction``) keeps an unusable instruction out of the manifest."""
+    huge = "How does the customer feel? " * 358
+    with InstructionIndex.create(tmp_path / "empty", model) as index:
+        with pytest.raises(ValueError, match="instruction is too long"):
+            index.add_instruction(huge)
+        with pytest.raises(ValueError, match="instruction is too long"):
+            index.add_instruction("Q?", query_instruction=huge)
+        assert index.instructions == []
+    with pytest.raises(ValueError, match="instruction is too long"):
+        InstructionIndex.create(tmp_path / "other", model, instructions=[huge])
+    assert not (tmp_path / "other").exists()
+
+
 @pytest.mark.parametrize("call", [
     lambda index: index.add(["x y"], batch_size=-1),
     lambda index: index.add(["x y"], batch_size=0),
