@@ -308,7 +308,9 @@ class InBedder:
         checked = validate_texts([texts] if isinstance(texts, str) else texts)
         instruction = self.check_instruction(instruction)
         check_positive_int(batch_size, "batch_size")
-        limit = self.description.max_new_tokens if max_new_tokens is None else check_positive_int(max_new_tokens, "max_new_tokens")
+        limit = self.description.max_new_tokens
+        if max_new_tokens is not None:
+            limit = check_positive_int(max_new_tokens, "max_new_tokens")
         answers: list[str] = [""] * len(checked)
         if not checked:
             return answers

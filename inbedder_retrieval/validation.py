@@ -10,6 +10,7 @@ most ``MAX_METADATA_BYTES`` as UTF-8 JSON.
 from __future__ import annotations
 
 import json
+import numbers
 import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -87,12 +88,13 @@ def check_ids(ids: Iterable[object], what: str = "ids") -> list[str]:
 
 
 def check_positive_int(value: object, what: str) -> int:
-    """``value`` if it is an int >= 1 (bools refused), else ``ValueError``/``TypeError``."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    """``value`` as an int if it is an integer >= 1 (numpy integers too; bools refused),
+    else ``ValueError``/``TypeError``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{what} must be a positive int, got {type(value).__name__}")
     if value < 1:
         raise ValueError(f"{what} must be a positive integer, got {value}")
-    return value
+    return int(value)
 
 
 def check_k(k: object) -> int:

@@ -113,6 +113,9 @@ def test_counts_are_checked(model):
         model.encode(["a"], "Q?", batch_size=2.5)
     with pytest.raises(ValueError, match="max_new_tokens must be a positive integer"):
         model.answer(["a"], "Q?", max_new_tokens=-1)
+    with pytest.raises(TypeError, match="batch_size must be a positive int, got bool"):
+        model.encode(["a"], "Q?", batch_size=True)
+    assert model.encode(["a", "b"], "Q?", batch_size=np.int64(1)).shape == (2, model.dim)  # numpy ints are ints
 
 
 def test_an_instruction_that_leaves_no_room_for_the_text_is_refused(model):
