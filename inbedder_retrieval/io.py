@@ -49,6 +49,8 @@ def read_records(path: str | Path) -> list[tuple[int, Any]]:
 def _text(record: Any, field: str, where: str) -> str:
     if not isinstance(record, dict) or not isinstance(record.get(field), str):
         raise ValueError(f"{where}: expected an object with a string {field!r} field")
+    if not record[field].strip():
+        raise ValueError(f"{where}: {field!r} is empty or blank")
     return check_unicode(record[field], f"{where}: {field!r}")
 
 

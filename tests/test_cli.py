@@ -172,6 +172,7 @@ def test_index_add_of_an_empty_file_says_so(cli_index, tmp_path, capsys, content
     ([b'["a list"]'], "bad.jsonl:1: expected an object with a string 'text' field"),
     ([b'{"text": 5}'], "bad.jsonl:1: expected an object with a string 'text' field"),
     ([b'{"text": "x \\ud800"}'], "bad.jsonl:1: 'text' holds a lone surrogate"),
+    ([b'{"text": "ok"}', b'{"text": "  "}'], "bad.jsonl:2: 'text' is empty or blank"),
     ([b'{"text": "x", "metadata": {"v": NaN}}'], "bad.jsonl:1: metadata is not JSON-serialisable"),
 ])
 def test_malformed_jsonl_names_file_and_line(cli_index, tmp_path, capsys, lines, message):
