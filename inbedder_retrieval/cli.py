@@ -13,6 +13,17 @@ import numpy as np
 from .errors import InBedderError
 from .evaluation.hub import HUB_SETS
 
+#: Errors that mean bad input (a missing file, malformed JSON, an unknown instruction or
+#: model, a refused value): ``inbedder`` prints ``inbedder: error: ...`` and exits 2.
+#: Anything else is a bug and shows its traceback.
+INPUT_ERRORS: tuple[type[BaseException], ...] = (
+    InBedderError,  # the library's own errors (locked, corrupt or incompatible index, ...)
+    ValueError,  # refused values, malformed input files and JSON, FilterError
+    TypeError,  # wrong kinds of values
+    KeyError,  # unknown instruction, model or registry entry
+    FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError,
+    ModuleNotFoundError,  # an optional extra that is not installed
+)
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
@@ -151,7 +162,7 @@ def cmd_index_verify(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     from .index import InstructionIndex
 
-    search_filter = json.loads(args.filter) if args.filter else None
+    search_filter = _filter_option(args.filter)
     with InstructionIndex.open(args.path) as index:
         hits = index.search(args.query, args.instruction, k=args.k, filter=search_filter)
     if args.json:
@@ -162,6 +173,18 @@ def cmd_search(args: argparse.Namespace) -> int:
     for hit in hits:
         print(f"{hit.score:6.3f}  {hit.id:12} {hit.text}")
     return 0
+
+
+def _filter_option(text: str | None) -> dict | None:
+    """The ``--filter`` JSON, parsed and held to the filter nesting limit."""
+    from .io import parse_json
+    from .validation import MAX_FILTER_NESTING, check_nesting
+
+    if text is None:
+        return None
+    value = parse_json(text, "--filter")
+    check_nesting(value, "--filter", MAX_FILTER_NESTING)
+    return value
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -481,9 +504,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (FileNotFoundError, FileExistsError, ValueError, TypeError, KeyError, ModuleNotFoundError,
-            InBedderError) as error:
-        print(f"inbedder: error: {error}", file=sys.stderr)
+    except INPUT_ERRORS as error:
+        # a KeyError's str() is the repr of its message: print the message itself
+        message = error.args[0] if isinstance(error, KeyError) and len(error.args) == 1 else error
+        print(f"inbedder: error: {message}", file=sys.stderr)
         return 2
 
 

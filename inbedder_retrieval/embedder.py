@@ -7,7 +7,7 @@ import json
 import logging
 import threading
 from collections.abc import Sequence
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -20,7 +20,8 @@ from .batching import token_budget_batches
 from .encoders import BACKENDS, Backend, infer_family
 from .models import DEFAULT_MODEL, REGISTRY, SETTINGS_FILE, ModelDescription, check_pooling, get_model, load_settings
 from .progress import show_progress
-from .prompts import PromptTemplate, validate_instruction, validate_texts
+from .prompts import PromptTemplate
+from .validation import check_instructions, check_positive_int, validate_instruction, validate_texts
 from .weights import DEFAULT_REENCODER, resolve_source
 
 if TYPE_CHECKING:
@@ -107,6 +108,7 @@ class InBedder:
         # one model call at a time: the tokenizer's padding/truncation state and the
         # backend's caches are shared, so concurrent threads take turns (CPU/GPU-bound anyway)
         self._lock = threading.RLock()
+        self._tokens_after_input = lru_cache(maxsize=1024)(self._count_tokens_after_input)
 
     @classmethod
     def from_pretrained(
@@ -227,7 +229,8 @@ class InBedder:
         """
         single = isinstance(texts, str)
         checked = validate_texts([texts] if single else texts)
-        instruction = validate_instruction(instruction)
+        instruction = self.check_instruction(instruction)
+        check_positive_int(batch_size, "batch_size")
         if convert_to not in ("numpy", "torch"):
             raise ValueError(f"convert_to must be 'numpy' or 'torch', got {convert_to!r}")
         with self._lock:
@@ -255,7 +258,8 @@ class InBedder:
         ``model.backend.reuse_prefix = False`` to turn the sharing off).
         """
         checked = validate_texts(texts)
-        instructions = [validate_instruction(instruction) for instruction in instructions]
+        instructions = [self.check_instruction(q) for q in check_instructions(instructions)]
+        check_positive_int(batch_size, "batch_size")
         if len(set(instructions)) != len(instructions):
             raise ValueError("instructions must be distinct")
         outputs = {instruction: torch.zeros((len(checked), self.dim)) for instruction in instructions}
@@ -302,8 +306,11 @@ class InBedder:
     ) -> list[str]:
         """The model's short answer to ``instruction`` about each text (greedy decoding)."""
         checked = validate_texts([texts] if isinstance(texts, str) else texts)
-        instruction = validate_instruction(instruction)
-        limit = max_new_tokens or self.description.max_new_tokens
+        instruction = self.check_instruction(instruction)
+        check_positive_int(batch_size, "batch_size")
+        limit = self.description.max_new_tokens
+        if max_new_tokens is not None:
+            limit = check_positive_int(max_new_tokens, "max_new_tokens")
         answers: list[str] = [""] * len(checked)
         if not checked:
             return answers
@@ -314,7 +321,35 @@ class InBedder:
                     answers[index] = text
         return answers
 
+    def check_instruction(self, instruction: object) -> str:
+        """``instruction`` if it is a non-blank string that leaves room for the text.
+
+        Prompts longer than ``max_length`` lose tokens from the left, and the input comes
+        before the instruction, so an instruction that is too long would cut the text away
+        and give every text the same vector. Refused (``ValueError``) when the instruction
+        and the template text after the input leave less than a quarter of ``max_length``
+        tokens (128 of the default 512) for the text.
+        """
+        instruction = validate_instruction(instruction)
+        max_length = self.description.max_length
+        used, room = self._tokens_after_input(instruction), max_length // 4
+        if used > max_length - room:
+            raise ValueError(
+                f"instruction is too long for this model: with the prompt text after the input it takes {used} of "
+                f"max_length={max_length} tokens, leaving fewer than {room} for the text, which would be cut away. "
+                f"Shorten it (it has {len(instruction)} characters) or load the model with a larger max_length"
+            )
+        return instruction
+
     # -- internals -----------------------------------------------------------------------
+    def _count_tokens_after_input(self, instruction: str) -> int:
+        """Tokens of the prompt after the input text: instruction, template tail, masks."""
+        sentinel = "\u2063INBEDDER-INPUT\u2063"
+        with self._lock:  # the tokenizer's truncation state is shared
+            (prompt,) = self.backend.build_prompts([sentinel], instruction)
+            tail = prompt.split(sentinel, 1)[1]
+            return len(self.backend.tokenizer(tail, add_special_tokens=False)["input_ids"])
+
     @staticmethod
     def _instruction_or(instruction: str | None, default: str | None, kind: str) -> str:
         if instruction is not None:

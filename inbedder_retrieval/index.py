@@ -17,7 +17,6 @@ import json
 import logging
 import math
 import shutil
-import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -33,9 +32,8 @@ from .cache import EmbeddingCache, encode_cached, encode_many_cached
 from .embedder import InBedder
 from .errors import CorruptIndexError, IncompatibleIndexError, IndexLockedError, UnknownInstructionError
 from .progress import show_progress
-from .prompts import validate_instruction, validate_texts
 from .stores import Document, Filter, Hit, VectorStore, open_store
-from .validation import check_ids, check_k, check_positive_int
+from .validation import check_documents, check_ids, check_instructions, check_k, check_positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -60,39 +58,6 @@ class InstructionSpec:
     instruction: str
     query_instruction: str
     space: str
-
-
-def _check_documents(
-    texts: Sequence[str], ids: Sequence[str] | None, metadatas: Sequence[Mapping[str, Any]] | None
-) -> tuple[list[str], list[str], list[dict[str, Any]]]:
-    """Validate a batch of documents before anything is written."""
-    texts = validate_texts(texts)
-    if ids is None:
-        ids = [uuid.uuid4().hex for _ in texts]
-    ids = list(ids)
-    if len(ids) != len(texts):
-        raise ValueError(f"got {len(ids)} ids for {len(texts)} texts")
-    seen: set[str] = set()
-    for position, doc_id in enumerate(ids):
-        if not isinstance(doc_id, str) or not doc_id:
-            raise TypeError(f"ids[{position}] must be a non-empty str, got {doc_id!r}")
-        if doc_id in seen:
-            raise ValueError(f"ids[{position}] = {doc_id!r} appears twice in one call")
-        seen.add(doc_id)
-    metadatas = [{} for _ in texts] if metadatas is None else list(metadatas)
-    if len(metadatas) != len(texts):
-        raise ValueError(f"got {len(metadatas)} metadatas for {len(texts)} texts")
-    checked = []
-    for position, metadata in enumerate(metadatas):
-        if metadata is None:
-            metadata = {}
-        if not isinstance(metadata, Mapping):
-            raise TypeError(f"metadatas[{position}] must be a mapping, got {type(metadata).__name__}")
-        try:
-            checked.append(json.loads(json.dumps(dict(metadata), allow_nan=False)))
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"metadatas[{position}] is not JSON-serialisable: {error}") from None
-    return texts, ids, checked
 
 
 class InstructionIndex:
@@ -137,8 +102,9 @@ class InstructionIndex:
         path = Path(path)
         if (path / MANIFEST).exists():
             raise FileExistsError(f"{path} already holds an index; open it with InstructionIndex.open")
-        instructions = [validate_instruction(instruction) for instruction in instructions]
+        instructions = check_instructions(instructions)  # before the model loads
         model = model or InBedder.from_pretrained()
+        instructions = [model.check_instruction(instruction) for instruction in instructions]
         options = dict(store_options or {})
         manifest = {
             "format_version": FORMAT_VERSION,
@@ -296,9 +262,9 @@ class InstructionIndex:
         All of it is one transaction: if anything fails, or the process dies, the index
         stays as it was.
         """
-        texts, ids, metadatas = _check_documents(texts, ids, metadatas)
+        texts, ids, metadatas = check_documents(texts, ids, metadatas)
         check_positive_int(batch_size, "batch_size")
-        instructions = [validate_instruction(instruction) for instruction in instructions]
+        instructions = [self.model.check_instruction(instruction) for instruction in check_instructions(instructions)]
         with self._writing():
             for instruction in instructions:
                 if instruction not in self.instructions:
@@ -358,8 +324,8 @@ class InstructionIndex:
         ``query_instruction`` (default: the instruction itself) embeds search queries, for
         asymmetric search such as queries phrased as requests.
         """
-        instruction = validate_instruction(instruction)
-        query_instruction = validate_instruction(query_instruction or instruction)
+        instruction = self.model.check_instruction(instruction)
+        query_instruction = self.model.check_instruction(query_instruction or instruction)
         check_positive_int(batch_size, "batch_size")
         with self._writing():
             self._add_instruction(instruction, query_instruction, batch_size, show_progress_bar)

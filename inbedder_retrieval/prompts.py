@@ -8,8 +8,10 @@ template is split once at its placeholders, so texts and instructions go in unto
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+# the checks of texts and instructions live with the other input checks; imported from here too
+from .validation import validate_instruction, validate_texts  # noqa: F401
 
 INBEDDER_TEMPLATE = "### Input:\n{input}\n\n### Instruction:\n{instruction}\n\n### Response:"
 #: The question integrations ask when the user names none.
@@ -71,33 +73,3 @@ class PromptTemplate:
             turns.append({"role": "assistant", "content": answer})
         turns.append({"role": "user", "content": self.fill(text, instruction)})
         return turns
-
-
-def validate_texts(texts: Iterable[object], what: str = "texts") -> list[str]:
-    """Return ``texts`` as a list of non-blank strings, or raise naming the bad position."""
-    if isinstance(texts, (str, bytes)):
-        raise TypeError(f"{what} must be a list of strings, got a single {type(texts).__name__}")
-    if not isinstance(texts, Iterable):
-        raise TypeError(f"{what} must be a list of strings, got {type(texts).__name__}")
-    checked: list[str] = []
-    for position, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise TypeError(
-                f"{what}[{position}] is {type(text).__name__}, expected str"
-                + (" (decode bytes first)" if isinstance(text, bytes) else "")
-            )
-        if not text.strip():
-            raise ValueError(f"{what}[{position}] is empty or blank")
-        checked.append(text)
-    return checked
-
-
-def validate_instruction(instruction: object) -> str:
-    """Return ``instruction`` if it is a non-blank string, else raise a clear error."""
-    if not isinstance(instruction, str):
-        raise TypeError(f"instruction must be a str, got {type(instruction).__name__}")
-    if not instruction.strip():
-        raise ValueError("instruction is empty: an InBedder needs a question about the text")
-    return instruction
-
-

@@ -7,6 +7,7 @@ from functools import lru_cache
 from typing import Any
 
 from inbedder_retrieval import DEFAULT_INSTRUCTION, DEFAULT_MODEL, InBedder
+from inbedder_retrieval.validation import check_sequence
 from langchain_core.embeddings import Embeddings
 from langchain_core.runnables.config import run_in_executor
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
@@ -100,7 +101,7 @@ class InBedderEmbeddings(BaseModel, Embeddings):
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         """Embed documents as answers to ``embed_instruction``."""
-        return self._encode(list(texts), self.embed_instruction)
+        return self._encode(check_sequence(texts, "texts"), self.embed_instruction)
 
     def embed_query(self, text: str) -> list[float]:
         """Embed a query as the answer to ``query_instruction``."""

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from inbedder_retrieval import FilterError, InstructionIndex
 from inbedder_retrieval.index import MANIFEST
+from inbedder_retrieval.validation import check_sequence
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore
@@ -151,8 +152,9 @@ class InBedderVectorStore(VectorStore):
     ) -> list[str]:
         """Add or replace texts (an existing id is overwritten), embedded under every
         instruction of the store in one transaction. Returns their ids."""
-        texts = list(texts)
-        ids = [doc_id or str(uuid.uuid4()) for doc_id in (ids or [None] * len(texts))]
+        texts = check_sequence(texts, "texts")
+        given = [] if ids is None else check_sequence(ids, "ids")
+        ids = [doc_id or str(uuid.uuid4()) for doc_id in (given or [None] * len(texts))]
         return self.index.add(texts, ids, metadatas, batch_size=self._embedding.batch_size,
                               show_progress_bar=self._embedding.show_progress)
 
@@ -165,12 +167,12 @@ class InBedderVectorStore(VectorStore):
         """Delete documents by id (missing ids are ignored)."""
         if ids is None:
             raise ValueError("delete needs the ids to delete")
-        self.index.delete(list(ids))
+        self.index.delete(ids)
         return True
 
     def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
         """Stored documents by id, in the given order; missing ids are left out."""
-        return [_document(doc) for doc in self.index.get(list(ids)) if doc is not None]
+        return [_document(doc) for doc in self.index.get(ids) if doc is not None]
 
     # -- search -------------------------------------------------------------------------
     def _instruction(self, instruction: str | None) -> str:

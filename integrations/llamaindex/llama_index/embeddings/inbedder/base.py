@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 from inbedder_retrieval import DEFAULT_INSTRUCTION, DEFAULT_MODEL, InBedder
-from inbedder_retrieval.prompts import validate_instruction
+from inbedder_retrieval.validation import check_sequence, validate_instruction
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.callbacks import CallbackManager
@@ -96,6 +96,8 @@ class InBedderEmbedding(BaseEmbedding):
             **kwargs,
         )
         self._model = inbedder
+        inbedder.check_instruction(query_instruction)  # room left for the text under this model
+        inbedder.check_instruction(text_instruction)
 
     @classmethod
     def class_name(cls) -> str:
@@ -115,6 +117,22 @@ class InBedderEmbedding(BaseEmbedding):
             normalize=self.normalize,
             show_progress_bar=False,
         )
+
+    def get_text_embedding_batch(self, texts: list[str], show_progress: bool = False, **kwargs: Any) -> list[Embedding]:
+        """``BaseEmbedding``'s batching, refusing a bare string (it would embed each letter)."""
+        return super().get_text_embedding_batch(check_sequence(texts, "texts"), show_progress, **kwargs)
+
+    async def aget_text_embedding_batch(self, texts: list[str], show_progress: bool = False, **kwargs: Any) -> list[Embedding]:
+        """``BaseEmbedding``'s async batching, refusing a bare string."""
+        return await super().aget_text_embedding_batch(check_sequence(texts, "texts"), show_progress, **kwargs)
+
+    def get_agg_embedding_from_queries(self, queries: list[str], agg_fn: Any = None) -> Embedding:
+        """The aggregate of several queries' embeddings, refusing a bare string."""
+        return super().get_agg_embedding_from_queries(check_sequence(queries, "queries"), agg_fn)
+
+    async def aget_agg_embedding_from_queries(self, queries: list[str], agg_fn: Any = None) -> Embedding:
+        """Async ``get_agg_embedding_from_queries``, refusing a bare string."""
+        return await super().aget_agg_embedding_from_queries(check_sequence(queries, "queries"), agg_fn)
 
     def _get_query_embedding(self, query: str) -> Embedding:
         return self._encode([query], self.query_instruction)[0].tolist()
