@@ -5,7 +5,10 @@
 ``wordings.json``: for every question type (aspect) at least 15 wordings, and per domain
 the nouns that fill a wording's ``{writer}`` and ``{piece}`` slots ("customer" / "email",
 "reporter" / "article" ...). Every question type uses the same slots, so no such noun
-tells the question type by itself. Coarse types list their closed answer set.
+tells the question type by itself. Coarse types list their closed answer set; a type's
+``weight`` (default 1) multiplies how many wordings each of its (text, aspect) pairs gets
+(topic questions are asked twice as often so that "customer" or "email" are no more
+frequent with feeling questions than with topic ones).
 
 ``build_records`` pairs them deterministically: every (text, aspect) is asked in
 ``per_question`` wordings, each a record whose ``instructions`` holds every wording of the
@@ -37,6 +40,7 @@ class QuestionType:
     name: str
     wordings: tuple[str, ...]
     answers: tuple[str, ...] = ()
+    weight: int = 1
 
     @property
     def coarse(self) -> bool:
@@ -72,7 +76,7 @@ def load_question_types(folder: str | Path | None = None) -> dict[str, QuestionT
         if len(set(wordings)) < MIN_WORDINGS:
             raise ValueError(f"{folder / WORDINGS_FILE}: question type {name!r} has {len(set(wordings))} distinct "
                              f"wordings, needs >= {MIN_WORDINGS}")
-        types[name] = QuestionType(name, wordings, tuple(entry.get("answers", ())))
+        types[name] = QuestionType(name, wordings, tuple(entry.get("answers", ())), int(entry.get("weight", 1)))
     return types
 
 
@@ -113,6 +117,14 @@ def load_texts(folder: str | Path | None = None) -> list[LabelledText]:
     return texts
 
 
+def _check_slots(types: Mapping[str, QuestionType], slots: Mapping[str, Mapping[str, tuple[str, ...]]]) -> None:
+    used = {slot for kind in types.values() for wording in kind.wordings for slot in SLOT.findall(wording)}
+    for domain, nouns in slots.items():
+        missing = used - {slot for slot, values in nouns.items() if values}
+        if missing:
+            raise ValueError(f"{WORDINGS_FILE}: domain {domain!r} has no nouns for the slots {sorted(missing)}")
+
+
 def fill(wording: str, nouns: Mapping[str, tuple[str, ...]], rng: random.Random) -> str:
     """``wording`` with each ``{slot}`` replaced by one of the domain's nouns for it."""
     return SLOT.sub(lambda match: rng.choice(nouns[match.group(1)]), wording)
@@ -127,7 +139,7 @@ def build_records(
     free_form: bool = True,
 ) -> list[QARecord]:
     """The v2 records, deterministic for a ``seed``: each (text, aspect) asked in
-    ``per_question`` different wordings (slots filled with the domain's nouns), each record
+    ``per_question`` x the type's weight different wordings (slots filled with the domain's nouns), each record
     carrying all of the type's wordings (one filling each) as its augmentation pool and
     the aspect as its ``qtype``; plus the free-form records; shuffled. ``exclude`` drops
     every wording (generated or free-form) for which it returns True, e.g. near-copies of
@@ -137,13 +149,14 @@ def build_records(
     keep = (lambda wording: not exclude(wording)) if exclude else (lambda wording: True)
     folder = Path(folder) if folder else shipped_folder()
     types, slots = load_question_types(folder), load_slots(folder)
+    _check_slots(types, slots)
     rng = random.Random(seed)
     records = []
     for text in load_texts(folder):
         for aspect, answer in text.labels.items():
             filled = dict.fromkeys(fill(wording, slots[text.domain], rng) for wording in types[aspect].wordings)
             pool = tuple(wording for wording in filled if keep(wording))
-            for wording in rng.sample(pool, min(per_question, len(pool))):
+            for wording in rng.sample(pool, min(per_question * types[aspect].weight, len(pool))):
                 records.append(QARecord(text.text, wording, answer, pool, aspect))
     if free_form:
         shipped = Path(str(resources.files("inbedder_retrieval.data").joinpath("train")))
