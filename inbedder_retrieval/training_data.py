@@ -17,6 +17,7 @@ type for wording augmentation, mixed with the free-form records of ``data/train`
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import re
@@ -139,14 +140,14 @@ def build_records(
     free_form: bool = True,
 ) -> list[QARecord]:
     """The v2 records, deterministic for a ``seed``: each (text, aspect) asked in
-    ``per_question`` x the type's weight different wordings (slots filled with the domain's nouns), each record
-    carrying all of the type's wordings (one filling each) as its augmentation pool and
-    the aspect as its ``qtype``; plus the free-form records; shuffled. ``exclude`` drops
-    every wording (generated or free-form) for which it returns True, e.g. near-copies of
-    held-out evaluation wordings."""
+    ``per_question`` x the type's weight different wordings (slots filled with the domain's
+    nouns), each record carrying all of the type's wordings (one filling each) as its
+    augmentation pool and the aspect as its ``qtype``; plus the free-form records; shuffled.
+    ``exclude`` drops every wording (generated or free-form) for which it returns True, e.g.
+    near-copies of held-out evaluation wordings; it is called once per distinct wording."""
     if per_question < 1:
         raise ValueError(f"per_question must be >= 1, got {per_question}")
-    keep = (lambda wording: not exclude(wording)) if exclude else (lambda wording: True)
+    keep = functools.cache((lambda wording: not exclude(wording)) if exclude else (lambda wording: True))
     folder = Path(folder) if folder else shipped_folder()
     types, slots = load_question_types(folder), load_slots(folder)
     _check_slots(types, slots)

@@ -259,8 +259,9 @@ def test_weight_zero_is_exactly_the_reference_loss_and_the_pooled_vector_is_the_
             np.testing.assert_allclose(pooled, embedded, atol=1e-5)
 
 
-def test_contrastive_training_lowers_the_term_and_saves_its_layer(tiny_model_dir, records_file, tmp_path):
-    result = train(tiny_model_dir("llama"), load_records(records_file), tmp_path / "out",
+@pytest.mark.parametrize("kind", ["llama", "roberta"])
+def test_contrastive_training_lowers_the_term_and_saves_its_layer(tiny_model_dir, records_file, tmp_path, kind):
+    result = train(tiny_model_dir(kind), load_records(records_file), tmp_path / "out",
                    config(contrastive_weight=1.0, contrastive_temperature=0.1, pool_layer=1, max_steps=16),
                    device="cpu", show_progress_bar=False)
     assert len(result.contrastive_losses) == 16
@@ -269,7 +270,7 @@ def test_contrastive_training_lowers_the_term_and_saves_its_layer(tiny_model_dir
     model = InBedder.from_pretrained(tmp_path / "out", device="cpu")
     assert model.description.layer == 1
     with pytest.raises(ValueError, match="pool_layer 5 is out of range: the model has 2 layers"):
-        train(tiny_model_dir("llama"), load_records(records_file), tmp_path / "bad", config(pool_layer=5), device="cpu",
+        train(tiny_model_dir(kind), load_records(records_file), tmp_path / "bad", config(pool_layer=5), device="cpu",
               show_progress_bar=False)
     with pytest.raises(ValueError, match="contrastive_weight must be >= 0"):
         config(contrastive_weight=-1.0)
