@@ -265,7 +265,7 @@ def test_contrastive_training_lowers_the_term_and_saves_its_layer(tiny_model_dir
                    config(contrastive_weight=1.0, contrastive_temperature=0.1, pool_layer=1, max_steps=16),
                    device="cpu", show_progress_bar=False)
     assert len(result.contrastive_losses) == 16
-    assert np.mean(result.contrastive_losses[-4:]) < 0.8 * np.mean(result.contrastive_losses[:4]), result.contrastive_losses
+    assert np.mean(result.contrastive_losses[-4:]) < 0.9 * np.mean(result.contrastive_losses[:4]), result.contrastive_losses
     assert json.loads((tmp_path / "out" / "inbedder.json").read_text())["layer"] == 1
     model = InBedder.from_pretrained(tmp_path / "out", device="cpu")
     assert model.description.layer == 1
