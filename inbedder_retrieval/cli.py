@@ -196,10 +196,24 @@ def cmd_train(args: argparse.Namespace) -> int:
         epochs=args.epochs, learning_rate=args.learning_rate, effective_batch_size=args.effective_batch_size,
         micro_batch_size=args.micro_batch_size, max_steps=args.max_steps, save_steps=args.save_steps,
         lora=args.lora, lora_r=args.lora_r, lora_alpha=args.lora_alpha or 2 * args.lora_r,
+        augment_wordings=args.augment_wordings, contrastive_weight=args.contrastive_weight,
+        contrastive_temperature=args.contrastive_temperature, pool_layer=args.pool_layer,
     )
     result = train(args.base, records, args.output, config, device=args.device)
     print(f"Trained {result.steps} steps on {len(records)} records; final loss {result.losses[-1]:.4f}. "
           f"Load it with InBedder.from_pretrained({str(result.output_dir)!r})")
+    return 0
+
+
+def cmd_train_data_build(args: argparse.Namespace) -> int:
+    from .training import write_records
+    from .training_data import build_records
+
+    records = build_records(seed=args.seed, per_question=args.wordings_per_question, free_form=not args.no_free_form)
+    write_records(records, args.output)
+    generated = sum(1 for record in records if record.qtype)
+    print(f"Wrote {len(records)} records ({generated} from labelled texts, {len(records) - generated} free-form) "
+          f"to {args.output}")
     return 0
 
 
@@ -397,8 +411,27 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lora", action="store_true", help="train a LoRA adapter instead of all weights")
     train.add_argument("--lora-r", type=int, default=16, help="LoRA rank (default 16)")
     train.add_argument("--lora-alpha", type=int, default=None, help="LoRA alpha (default 2 x rank)")
+    train.add_argument("--augment-wordings", action="store_true",
+                       help="ask each record with one of its 'instructions' wordings, a new draw each epoch")
+    train.add_argument("--contrastive-weight", type=float, default=0.0,
+                       help="weight of the in-batch contrastive term on the pooled vector (default 0: the reference)")
+    train.add_argument("--contrastive-temperature", type=float, default=0.05, help="its temperature (default 0.05)")
+    train.add_argument("--pool-layer", type=int, default=-1,
+                       help="hidden-state layer pooled by the contrastive term and recorded for embedding (default -1)")
     train.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda if present)")
     train.set_defaults(handler=cmd_train)
+
+    train_data = commands.add_parser("train-data", help="build training records from the shipped labelled texts",
+                                     description="Pair the shipped labelled texts (data/train_v2) with the question "
+                                                 "wordings of each aspect, mixed with the free-form records.")
+    train_data_commands = train_data.add_subparsers(dest="train_data_command", required=True)
+    build = train_data_commands.add_parser("build", help="write the v2 training records as JSONL")
+    build.add_argument("--output", "-o", required=True, help="output .jsonl")
+    build.add_argument("--seed", type=int, default=0, help="seed of the pairing and the shuffle (default 0)")
+    build.add_argument("--wordings-per-question", type=int, default=3,
+                       help="records per (text, aspect), each in another wording (default 3)")
+    build.add_argument("--no-free-form", action="store_true", help="leave out the free-form records of data/train")
+    build.set_defaults(handler=cmd_train_data_build)
 
     distill = commands.add_parser("distill", help="make training records from your corpus with a teacher model",
                                   description="Self-distillation: a chat model answers your questions about your "

@@ -7,6 +7,15 @@ token per answer token and predict them (inference then uses a fixed number of m
 What this teaches is the answer *format*: the first answer token becomes a content word,
 so the state that predicts it carries the answer.
 
+Beyond the reference (both off by default): *wording augmentation* (a record may carry
+several wordings of its question in ``instructions``; each epoch asks it with one of them,
+drawn from the seed, the epoch and the record's position alone, so a resumed run draws the
+same) and an *in-batch contrastive term* on the pooled vector the InBedder embeds (the
+state at the last prompt token of ``pool_layer``; masked models: the mean over the masks):
+records with the same question type and the same answer are positives, InfoNCE with
+several positives (SupCon), weighted by ``contrastive_weight``. With the term on, each
+epoch's order puts records that share a key next to each other so batches hold positives.
+
 Checkpoints (``output_dir/checkpoint-N``) hold the trainable weights (safetensors), the
 optimizer and scheduler state (loaded back with ``torch.load(weights_only=True)``, which
 refuses anything but tensors and plain containers) and the progress; training resumes
@@ -20,7 +29,7 @@ import logging
 import math
 import random
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -45,11 +54,24 @@ STATE_FILE = "trainer_state.json"
 
 @dataclass(frozen=True)
 class QARecord:
-    """One training record: a text, a question about it, and its short answer."""
+    """One training record: a text, a question about it, and its short answer.
+
+    Optional: ``instructions``, wordings of the same question that wording augmentation
+    samples from (one per epoch); ``qtype``, the question type (aspect) asked, which makes
+    records with the same type and answer positives for the contrastive term (free-form
+    records, ``qtype == ""``, use their instruction instead).
+    """
 
     input: str
     instruction: str
     output: str
+    instructions: tuple[str, ...] = ()
+    qtype: str = ""
+
+    @property
+    def contrast_key(self) -> tuple[str, str]:
+        """Records with equal keys are positives for the contrastive term."""
+        return (self.qtype or self.instruction, self.output.strip().lower())
 
 
 def _check_record(record: object, where: str) -> QARecord:
@@ -59,7 +81,13 @@ def _check_record(record: object, where: str) -> QARecord:
         value = record.get(name)
         if not isinstance(value, str) or not value.strip():
             raise ValueError(f"{where}: field {name!r} must be a non-empty string, got {value!r}")
-    return QARecord(record["input"], record["instruction"], record["output"])
+    wordings = record.get("instructions", [])
+    if not isinstance(wordings, list) or not all(isinstance(w, str) and w.strip() for w in wordings):
+        raise ValueError(f"{where}: field 'instructions' must be a list of non-empty strings, got {wordings!r}")
+    qtype = record.get("qtype", "")
+    if not isinstance(qtype, str):
+        raise ValueError(f"{where}: field 'qtype' must be a string, got {qtype!r}")
+    return QARecord(record["input"], record["instruction"], record["output"], tuple(wordings), qtype)
 
 
 def load_records(source: str | Path) -> list[QARecord]:
@@ -109,7 +137,17 @@ class TrainingConfig:
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
+    augment_wordings: bool = False
+    contrastive_weight: float = 0.0
+    contrastive_temperature: float = 0.05
+    pool_layer: int = -1
     template: PromptTemplate = field(default_factory=PromptTemplate)
+
+    def __post_init__(self) -> None:
+        if self.contrastive_weight < 0:
+            raise ValueError(f"contrastive_weight must be >= 0, got {self.contrastive_weight}")
+        if self.contrastive_temperature <= 0:
+            raise ValueError(f"contrastive_temperature must be > 0, got {self.contrastive_temperature}")
 
     @property
     def accumulation(self) -> int:
@@ -121,6 +159,7 @@ class TrainingResult:
     output_dir: Path
     steps: int
     losses: list[float]
+    contrastive_losses: list[float] = field(default_factory=list)  # the unweighted term, if on
 
 
 # -- examples ----------------------------------------------------------------------------
@@ -209,16 +248,96 @@ def _load_checkpoint(folder: Path, model, optimizer, scheduler) -> dict[str, Any
 
 
 # -- training -----------------------------------------------------------------------------
-def _micro_batches(count: int, size: int, seed: int, start: int) -> Iterator[list[int]]:
-    """Endless micro-batches of example indices, a new shuffle each epoch, from ``start``."""
-    per_epoch = math.ceil(count / size)
-    position = start
+def epoch_order(keys: Sequence[Hashable], seed: int, epoch: int, paired: bool = False) -> list[int]:
+    """The record order of one epoch: a seeded shuffle; ``paired`` then puts records with
+    equal keys two by two next to each other (pairs shuffled, unpaired records last), so
+    that even-sized micro-batches hold positives for the contrastive term."""
+    order = list(range(len(keys)))
+    rng = random.Random(seed + epoch)
+    rng.shuffle(order)
+    if not paired:
+        return order
+    groups: dict[Hashable, list[int]] = {}
+    for index in order:
+        groups.setdefault(keys[index], []).append(index)
+    pairs, singles = [], []
+    for members in groups.values():
+        pairs += [members[i : i + 2] for i in range(0, len(members) - 1, 2)]
+        singles += members[len(members) - len(members) % 2 :]
+    rng.shuffle(pairs)
+    return [index for pair in pairs for index in pair] + singles
+
+
+def _micro_batches(keys: Sequence[Hashable], size: int, seed: int, start: int, paired: bool) -> Iterator[tuple[int, list[int]]]:
+    """Endless (epoch, micro-batch of record indices), a new order each epoch, from ``start``."""
+    per_epoch = math.ceil(len(keys) / size)
+    position, orders = start, {}
     while True:
         epoch, offset = divmod(position, per_epoch)
-        order = list(range(count))
-        random.Random(seed + epoch).shuffle(order)
-        yield order[offset * size : (offset + 1) * size]
+        if epoch not in orders:
+            orders = {epoch: epoch_order(keys, seed, epoch, paired)}
+        yield epoch, orders[epoch][offset * size : (offset + 1) * size]
         position += 1
+
+
+def wording(record: QARecord, index: int, epoch: int, seed: int) -> str:
+    """The wording record ``index`` is asked with in ``epoch`` under augmentation: one of
+    its ``instructions`` (its own ``instruction`` if it has none), drawn from the seed, the
+    epoch and the index only."""
+    if not record.instructions:
+        return record.instruction
+    return random.Random(f"{seed}:{epoch}:{index}").choice(record.instructions)
+
+
+# -- the contrastive term -------------------------------------------------------------------
+def _causal_pooled(states: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The state at the last prompt token (it predicts the first answer token): fst_gen."""
+    first_answer = (labels != IGNORE).int().argmax(dim=1)
+    return states[torch.arange(len(states), device=states.device), first_answer - 1]
+
+
+def _masked_pooled(states: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The mean of the states at the mask tokens: avg_gen."""
+    weights = (labels != IGNORE).to(states.dtype).unsqueeze(-1)
+    return (states * weights).sum(1) / weights.sum(1).clamp(min=1)
+
+
+POOLED = {"causal": _causal_pooled, "masked": _masked_pooled}
+
+
+def contrastive_loss(vectors: torch.Tensor, keys: Sequence[Hashable], temperature: float) -> torch.Tensor:
+    """InfoNCE with several positives (SupCon): for each vector with at least one other of
+    the same key, minus the mean log-softmax (over all other vectors, cosine / temperature)
+    of its positives; averaged over those anchors. Zero (with a graph) if there is none."""
+    unit = torch.nn.functional.normalize(vectors.float(), dim=-1)
+    similarity = unit @ unit.T / temperature
+    eye = torch.eye(len(keys), dtype=torch.bool, device=vectors.device)
+    same = torch.tensor([[a == b for b in keys] for a in keys], device=vectors.device) & ~eye
+    anchors = same.any(dim=1)
+    if not anchors.any():
+        return similarity.sum() * 0.0
+    log_prob = similarity.masked_fill(eye, float("-inf")).log_softmax(dim=1)
+    per_anchor = -log_prob.masked_fill(~same, 0.0).sum(dim=1) / same.sum(dim=1).clamp(min=1)
+    return per_anchor[anchors].mean()
+
+
+def batch_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], keys: Sequence[Hashable], family: str,
+               config: TrainingConfig) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The loss of one micro-batch and its contrastive term (``None`` when the weight is 0:
+    then the loss is exactly the reference's)."""
+    if config.contrastive_weight == 0:
+        return model(**batch).loss, None
+    outputs = model(**batch, output_hidden_states=True)
+    pooled = POOLED[family](outputs.hidden_states[config.pool_layer], batch["labels"])
+    term = contrastive_loss(pooled, keys, config.contrastive_temperature)
+    return outputs.loss + config.contrastive_weight * term, term
+
+
+def _check_layer(model: torch.nn.Module, layer: int) -> None:
+    count = getattr(model.config, "num_hidden_layers", None)
+    if count is not None and not -(count + 1) <= layer <= count:
+        raise ValueError(f"pool_layer {layer} is out of range: the model has {count} layers "
+                         f"(hidden states {-(count + 1)} .. {count}, -1 = last)")
 
 
 def _wrap_lora(model: torch.nn.Module, config: TrainingConfig, family: str) -> torch.nn.Module:
@@ -257,32 +376,44 @@ def train(
     if family not in EXAMPLE_BUILDERS:
         raise ValueError(f"training supports causal and masked models, not {family}")
     build = EXAMPLE_BUILDERS[family]
-    examples = [build(backend, record, config.max_length) for record in records]
+    _check_layer(backend.model, config.pool_layer)
+
+    def example(index: int, epoch: int) -> tuple[list[int], list[int]]:
+        record = records[index]
+        if config.augment_wordings:
+            record = replace(record, instruction=wording(record, index, epoch, config.seed))
+        return build(backend, record, config.max_length)
+
+    keys = [record.contrast_key for record in records]
     model = backend.model
     if config.lora:
         model = _wrap_lora(model, config, family)
     model.train()
-    total = config.max_steps or math.ceil(len(examples) * config.epochs / (config.micro_batch_size * config.accumulation))
+    total = config.max_steps or math.ceil(len(records) * config.epochs / (config.micro_batch_size * config.accumulation))
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
     from transformers import get_cosine_schedule_with_warmup
 
     scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(config.warmup_ratio * total), total)
-    state: dict[str, Any] = {"step": 0, "position": 0, "losses": []}
+    state: dict[str, Any] = {"step": 0, "position": 0, "losses": [], "contrastive": []}
     checkpoints = _checkpoints(output_dir)
     if checkpoints:
-        state = _load_checkpoint(checkpoints[-1], model, optimizer, scheduler)
+        state = {"contrastive": [], **_load_checkpoint(checkpoints[-1], model, optimizer, scheduler)}
         logger.warning("Resuming from %s (step %d of %d)", checkpoints[-1], state["step"], total)
     use_bf16 = backend.device.type == "cuda" and torch.cuda.is_bf16_supported()
-    batches = _micro_batches(len(examples), config.micro_batch_size, config.seed, state["position"])
+    batches = _micro_batches(keys, config.micro_batch_size, config.seed, state["position"],
+                             paired=config.contrastive_weight > 0)
     bar = tqdm(total=total, initial=state["step"], desc="Training", unit="step", disable=not show_progress_bar)
     while state["step"] < total:
-        step_loss = 0.0
+        step_loss = step_term = 0.0
         for _ in range(config.accumulation):
-            batch = _collate([examples[i] for i in next(batches)], backend.tokenizer.pad_token_id, backend.device)
+            epoch, indices = next(batches)
+            batch = _collate([example(i, epoch) for i in indices], backend.tokenizer.pad_token_id, backend.device)
             with torch.autocast(device_type=backend.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                loss = model(**batch).loss / config.accumulation
+                loss, term = batch_loss(model, batch, [keys[i] for i in indices], family, config)
+                loss = loss / config.accumulation
             loss.backward()
             step_loss += loss.item()
+            step_term += 0.0 if term is None else term.item() / config.accumulation
             state["position"] += 1
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -290,6 +421,8 @@ def train(
         optimizer.zero_grad(set_to_none=True)
         state["step"] += 1
         state["losses"].append(step_loss)
+        if config.contrastive_weight > 0:
+            state["contrastive"].append(step_term)
         bar.update(1)
         bar.set_postfix(loss=f"{step_loss:.4f}")
         if state["step"] % config.log_steps == 0:
@@ -299,7 +432,7 @@ def train(
     bar.close()
     model.eval()
     _save_model(model, inbedder, base, config, output_dir, len(records))
-    return TrainingResult(output_dir, state["step"], state["losses"])
+    return TrainingResult(output_dir, state["step"], state["losses"], state["contrastive"])
 
 
 def _save_model(model, inbedder: InBedder, base: str | Path, config: TrainingConfig, output_dir: Path, count: int) -> None:
@@ -312,10 +445,13 @@ def _save_model(model, inbedder: InBedder, base: str | Path, config: TrainingCon
         name=str(output_dir),
         source=str(output_dir),
         pooling="avg_gen" if source.family == "masked" else "fst_gen",
+        layer=config.pool_layer,
         template=config.template,
         max_new_tokens=8,
         base_model=str(base) if config.lora else None,
-        description=f"fine-tuned from {base} on {count} records ({'LoRA' if config.lora else 'full'})",
+        description=f"fine-tuned from {base} on {count} records ({'LoRA' if config.lora else 'full'}"
+                    + (f", contrastive weight {config.contrastive_weight} at layer {config.pool_layer}"
+                       if config.contrastive_weight else "") + ")",
     )
     save_settings(description, output_dir)  # written last: its presence marks a finished model
 
@@ -350,7 +486,17 @@ def distill(
     return records
 
 
+def record_json(record: QARecord) -> dict[str, Any]:
+    """A record as a JSON object; the optional fields only when set."""
+    data: dict[str, Any] = {"input": record.input, "instruction": record.instruction, "output": record.output}
+    if record.instructions:
+        data["instructions"] = list(record.instructions)
+    if record.qtype:
+        data["qtype"] = record.qtype
+    return data
+
+
 def write_records(records: Sequence[QARecord], path: str | Path) -> None:
     """Write records as JSONL (the format ``load_records`` reads)."""
-    lines = [json.dumps({"input": r.input, "instruction": r.instruction, "output": r.output}, ensure_ascii=False) for r in records]
+    lines = [json.dumps(record_json(r), ensure_ascii=False) for r in records]
     Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -133,13 +133,178 @@ def test_short_answers_for_distillation():
 
 def test_shipped_training_data_is_valid_and_separate_from_fixtures():
     from importlib import resources
+    from pathlib import Path
 
-    from inbedder_retrieval.samples import SAMPLES, load_sample
+    from inbedder_retrieval.training_data import load_texts
 
-    records = load_records(str(resources.files("inbedder_retrieval.data").joinpath("train")))
+    data = Path(str(resources.files("inbedder_retrieval.data")))
+    records = load_records(data / "train")
     assert len(records) >= 3000
-    fixture_texts = {record[key] for name in SAMPLES for record in load_sample(name)
+    fixtures = [path for path in data.rglob("*.jsonl") if not {"train", "train_v2"} & set(path.relative_to(data).parts)]
+    fixture_texts = {record[key] for path in fixtures  # every evaluation fixture, new ones too
+                     for record in map(json.loads, filter(str.strip, path.read_text("utf-8").splitlines()))
                      for key in ("text", "text1", "text2") if key in record}
-    assert not fixture_texts & {record.input for record in records}
+    assert len(fixture_texts) >= 400
+    training_texts = {record.input for record in records} | {text.text for text in load_texts()}
+    assert not fixture_texts & training_texts
     first_words = {record.output.split()[0].lower() for record in records}
     assert not first_words & {"the", "a", "an", "it", "this", "answer"}
+
+
+# -- wording augmentation, the contrastive term, the pooled layer -------------------------
+AUGMENTED_JSON = [
+    {**record, "instructions": [record["instruction"], record["instruction"].replace("?", " here?"),
+                                "Tell me: " + record["instruction"]], "qtype": record["instruction"][:8]}
+    for record in RECORDS_JSON
+]
+
+
+@pytest.fixture()
+def augmented_file(tmp_path):
+    path = tmp_path / "augmented.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in AUGMENTED_JSON) + "\n")
+    return path
+
+
+def test_wording_is_drawn_per_epoch_from_the_record_alone(augmented_file):
+    from inbedder_retrieval.training import QARecord, wording
+
+    record = load_records(augmented_file)[0]
+    draws = [wording(record, 0, epoch, 42) for epoch in range(12)]
+    assert set(draws) == set(record.instructions)
+    assert draws == [wording(record, 0, epoch, 42) for epoch in range(12)]
+    assert wording(QARecord("t", "Q?", "a"), 0, 3, 42) == "Q?"  # no alternatives: its own wording
+
+
+def test_augmented_training_asks_each_record_in_several_wordings(tiny_model_dir, augmented_file, tmp_path, monkeypatch):
+    import inbedder_retrieval.training as training
+
+    seen = []
+    original = training.EXAMPLE_BUILDERS["causal"]
+
+    def spy(backend, record, max_length):
+        seen.append((record.input, record.instruction))
+        return original(backend, record, max_length)
+
+    monkeypatch.setitem(training.EXAMPLE_BUILDERS, "causal", spy)
+    records = load_records(augmented_file)
+    train(tiny_model_dir("llama"), records, tmp_path / "out", config(augment_wordings=True, max_steps=16),
+          device="cpu", show_progress_bar=False)  # 4 epochs of 32 records
+    pools = {(r.input, r.output): r.instructions for r in records}
+    by_text = {}
+    for text, instruction in seen:
+        by_text.setdefault(text, set()).add(instruction)
+    assert all(instruction in {w for (t, _), pool in pools.items() if t == text for w in pool}
+               for text, instruction in seen)
+    assert sum(len(asked) > 2 for asked in by_text.values()) >= len(by_text) // 2
+
+
+def test_epoch_order_without_pairing_is_the_reference_shuffle_and_pairing_groups_positives():
+    import random
+
+    from inbedder_retrieval.training import epoch_order
+
+    keys = [("topic", answer) for answer in "aabbbcdd"] * 3
+    reference = list(range(len(keys)))
+    random.Random(7 + 2).shuffle(reference)
+    assert epoch_order(keys, 7, 2) == reference
+    paired = epoch_order(keys, 7, 2, paired=True)
+    assert sorted(paired) == list(range(len(keys)))
+    pairs = [paired[i : i + 2] for i in range(0, 2 * (len(keys) // 2), 2)]
+    assert sum(keys[a] == keys[b] for a, b in pairs) >= len(keys) // 2 - 2
+
+
+def test_contrastive_loss_is_supervised_infonce():
+    from inbedder_retrieval.training import contrastive_loss
+
+    torch.manual_seed(0)
+    vectors = torch.randn(5, 8, requires_grad=True)
+    keys = ["a", "a", "b", "a", "c"]
+    unit = torch.nn.functional.normalize(vectors.detach(), dim=-1).numpy()
+    logits = unit @ unit.T / 0.1
+    expected = []
+    for i in range(5):
+        others = [j for j in range(5) if j != i]
+        positives = [j for j in others if keys[j] == keys[i]]
+        if positives:
+            log_norm = np.log(np.exp(logits[i, others]).sum())
+            expected.append(-np.mean([logits[i, j] - log_norm for j in positives]))
+    loss = contrastive_loss(vectors, keys, 0.1)
+    assert loss.item() == pytest.approx(np.mean(expected), rel=1e-5)
+    loss.backward()
+    assert vectors.grad.abs().sum() > 0
+    alone = contrastive_loss(vectors, ["a", "b", "c", "d", "e"], 0.1)
+    assert alone.item() == 0.0 and alone.requires_grad
+
+
+def test_weight_zero_is_exactly_the_reference_loss_and_the_pooled_vector_is_the_embedding(tiny_model_dir):
+    from inbedder_retrieval.training import QARecord, _causal_pooled, _collate, batch_loss, causal_example
+
+    model = InBedder.from_pretrained(tiny_model_dir("llama"), device="cpu")
+    backend = model.backend
+    records = [QARecord(r["input"], r["instruction"], r["output"]) for r in RECORDS_JSON[:6]]
+    batch = _collate([causal_example(backend, r, 512) for r in records], backend.tokenizer.pad_token_id, backend.device)
+    keys = [r.contrast_key for r in records]
+    with torch.no_grad():
+        reference = backend.model(**batch).loss
+        plain, term = batch_loss(backend.model, batch, keys, "causal", config())
+        assert term is None and plain.item() == reference.item()
+        total, term = batch_loss(backend.model, batch, keys, "causal", config(contrastive_weight=0.5))
+        assert total.item() == pytest.approx(reference.item() + 0.5 * term.item(), rel=1e-6)
+        for layer in (-1, 1):
+            states = backend.model(**batch, output_hidden_states=True).hidden_states[layer]
+            pooled = _causal_pooled(states, batch["labels"]).numpy()
+            embedded = np.concatenate([InBedder.from_pretrained(tiny_model_dir("llama"), device="cpu", layer=layer)
+                                       .encode([r.input], r.instruction, normalize=False) for r in records])
+            np.testing.assert_allclose(pooled, embedded, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["llama", "roberta"])
+def test_contrastive_training_lowers_the_term_and_saves_its_layer(tiny_model_dir, records_file, tmp_path, kind):
+    result = train(tiny_model_dir(kind), load_records(records_file), tmp_path / "out",
+                   config(contrastive_weight=1.0, contrastive_temperature=0.1, pool_layer=1, max_steps=16),
+                   device="cpu", show_progress_bar=False)
+    assert len(result.contrastive_losses) == 16
+    assert np.mean(result.contrastive_losses[-4:]) < 0.9 * np.mean(result.contrastive_losses[:4]), result.contrastive_losses
+    assert json.loads((tmp_path / "out" / "inbedder.json").read_text())["layer"] == 1
+    model = InBedder.from_pretrained(tmp_path / "out", device="cpu")
+    assert model.description.layer == 1
+    with pytest.raises(ValueError, match="pool_layer 5 is out of range: the model has 2 layers"):
+        train(tiny_model_dir(kind), load_records(records_file), tmp_path / "bad", config(pool_layer=5), device="cpu",
+              show_progress_bar=False)
+    with pytest.raises(ValueError, match="contrastive_weight must be >= 0"):
+        config(contrastive_weight=-1.0)
+
+
+def test_resume_is_exact_with_augmentation_and_the_contrastive_term(tiny_model_dir, augmented_file, tmp_path, monkeypatch):
+    import inbedder_retrieval.training as training
+
+    records = load_records(augmented_file)
+    options = config(augment_wordings=True, contrastive_weight=0.5, max_steps=12)  # 12 steps x 8 = 3 epochs
+    straight = train(tiny_model_dir("llama"), records, tmp_path / "straight", options, device="cpu", show_progress_bar=False)
+    original = training._save_checkpoint
+
+    def save_then_crash(output_dir, model, optimizer, scheduler, state):
+        original(output_dir, model, optimizer, scheduler, state)
+        if state["step"] == 8:
+            raise KeyboardInterrupt("interrupted after the second checkpoint")
+
+    monkeypatch.setattr(training, "_save_checkpoint", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_model_dir("llama"), records, tmp_path / "resumed", options, device="cpu", show_progress_bar=False)
+    monkeypatch.setattr(training, "_save_checkpoint", original)
+    resumed = train(tiny_model_dir("llama"), records, tmp_path / "resumed", options, device="cpu", show_progress_bar=False)
+    np.testing.assert_allclose(resumed.losses, straight.losses, rtol=1e-4)
+    np.testing.assert_allclose(resumed.contrastive_losses, straight.contrastive_losses, rtol=1e-4)
+
+
+def test_cli_train_flags(tiny_model_dir, augmented_file, tmp_path):
+    from inbedder_retrieval.cli import main
+
+    out = tmp_path / "cli-v2"
+    assert main(["train", "--base", str(tiny_model_dir("llama")), "--data", str(augmented_file), "-o", str(out),
+                 "--max-steps", "2", "--micro-batch-size", "4", "--effective-batch-size", "4", "--device", "cpu",
+                 "--augment-wordings", "--contrastive-weight", "0.2", "--contrastive-temperature", "0.1",
+                 "--pool-layer", "-2"]) == 0
+    settings = json.loads((out / "inbedder.json").read_text())
+    assert settings["layer"] == -2 and "contrastive weight 0.2" in settings["description"]

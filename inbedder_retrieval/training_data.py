@@ -1,0 +1,166 @@
+"""Training data v2: labelled texts x question wordings -> training records.
+
+``data/train_v2/`` holds texts of many domains, each labelled on several aspects
+(``<domain>.jsonl``: ``{"id", "text", "labels": {aspect: answer}}``), and
+``wordings.json``: for every question type (aspect) at least 15 wordings, and per domain
+the nouns that fill a wording's ``{writer}`` and ``{piece}`` slots ("customer" / "email",
+"reporter" / "article" ...). Every question type uses the same slots, so no such noun
+tells the question type by itself. Coarse types list their closed answer set; a type's
+``weight`` (default 1) multiplies how many wordings each of its (text, aspect) pairs gets
+(topic questions are asked twice as often so that "customer" or "email" are no more
+frequent with feeling questions than with topic ones).
+
+``build_records`` pairs them deterministically: every (text, aspect) is asked in
+``per_question`` wordings, each a record whose ``instructions`` holds every wording of the
+type for wording augmentation, mixed with the free-form records of ``data/train``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import random
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from .io import read_records
+from .training import QARecord, load_records
+
+WORDINGS_FILE = "wordings.json"
+SLOT = re.compile(r"\{(\w+)\}")
+MIN_WORDINGS = 15
+
+
+@dataclass(frozen=True)
+class QuestionType:
+    """An aspect one can ask about; ``answers`` is the closed set of a coarse type."""
+
+    name: str
+    wordings: tuple[str, ...]
+    answers: tuple[str, ...] = ()
+    weight: int = 1
+
+    @property
+    def coarse(self) -> bool:
+        return bool(self.answers)
+
+
+@dataclass(frozen=True)
+class LabelledText:
+    id: str
+    domain: str
+    text: str
+    labels: Mapping[str, str]
+
+
+def shipped_folder() -> Path:
+    return Path(str(resources.files("inbedder_retrieval.data").joinpath("train_v2")))
+
+
+def _wordings_data(folder: Path) -> dict:
+    path = folder / WORDINGS_FILE
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error.msg})") from None
+
+
+def load_question_types(folder: str | Path | None = None) -> dict[str, QuestionType]:
+    """The question types of ``wordings.json``; each needs >= 15 distinct wordings."""
+    folder = Path(folder) if folder else shipped_folder()
+    types = {}
+    for name, entry in _wordings_data(folder)["question_types"].items():
+        wordings = tuple(entry["wordings"])
+        if len(set(wordings)) < MIN_WORDINGS:
+            raise ValueError(f"{folder / WORDINGS_FILE}: question type {name!r} has {len(set(wordings))} distinct "
+                             f"wordings, needs >= {MIN_WORDINGS}")
+        types[name] = QuestionType(name, wordings, tuple(entry.get("answers", ())), int(entry.get("weight", 1)))
+    return types
+
+
+def load_slots(folder: str | Path | None = None) -> dict[str, dict[str, tuple[str, ...]]]:
+    """Per domain, the nouns each wording slot is filled with."""
+    folder = Path(folder) if folder else shipped_folder()
+    return {domain: {slot: tuple(nouns) for slot, nouns in slots.items()}
+            for domain, slots in _wordings_data(folder)["domains"].items()}
+
+
+def load_texts(folder: str | Path | None = None) -> list[LabelledText]:
+    """Every labelled text, checked: known aspects, coarse answers from their closed set,
+    >= 3 aspects with distinct answers, unique ids; errors name the file and line."""
+    folder = Path(folder) if folder else shipped_folder()
+    types, slots = load_question_types(folder), load_slots(folder)
+    texts, seen = [], set()
+    for path in sorted(folder.glob("*.jsonl")):
+        if path.stem not in slots:
+            raise ValueError(f"{path}: domain {path.stem!r} has no slot nouns in {WORDINGS_FILE}")
+        for number, record in read_records(path):
+            where = f"{path}:{number}"
+            if not isinstance(record, dict) or not isinstance(record.get("text"), str) or not isinstance(record.get("labels"), dict):
+                raise ValueError(f"{where}: expected {{'id', 'text', 'labels': {{aspect: answer}}}}")
+            if record.get("id") in seen:
+                raise ValueError(f"{where}: duplicate id {record.get('id')!r}")
+            seen.add(record.get("id"))
+            labels = record["labels"]
+            for aspect, answer in labels.items():
+                if aspect not in types:
+                    raise ValueError(f"{where}: unknown aspect {aspect!r} (known: {', '.join(sorted(types))})")
+                if not isinstance(answer, str) or not 1 <= len(answer.split()) <= 3:
+                    raise ValueError(f"{where}: the answer for {aspect!r} must be 1-3 words, got {answer!r}")
+                if types[aspect].coarse and answer not in types[aspect].answers:
+                    raise ValueError(f"{where}: {answer!r} is not one of the {aspect!r} answers {types[aspect].answers}")
+            if len({answer.lower() for answer in labels.values()}) < 3:
+                raise ValueError(f"{where}: needs >= 3 aspects with different answers")
+            texts.append(LabelledText(str(record["id"]), path.stem, record["text"], dict(labels)))
+    return texts
+
+
+def _check_slots(types: Mapping[str, QuestionType], slots: Mapping[str, Mapping[str, tuple[str, ...]]]) -> None:
+    used = {slot for kind in types.values() for wording in kind.wordings for slot in SLOT.findall(wording)}
+    for domain, nouns in slots.items():
+        missing = used - {slot for slot, values in nouns.items() if values}
+        if missing:
+            raise ValueError(f"{WORDINGS_FILE}: domain {domain!r} has no nouns for the slots {sorted(missing)}")
+
+
+def fill(wording: str, nouns: Mapping[str, tuple[str, ...]], rng: random.Random) -> str:
+    """``wording`` with each ``{slot}`` replaced by one of the domain's nouns for it."""
+    return SLOT.sub(lambda match: rng.choice(nouns[match.group(1)]), wording)
+
+
+def build_records(
+    folder: str | Path | None = None,
+    *,
+    seed: int = 0,
+    per_question: int = 3,
+    exclude: Callable[[str], bool] | None = None,
+    free_form: bool = True,
+) -> list[QARecord]:
+    """The v2 records, deterministic for a ``seed``: each (text, aspect) asked in
+    ``per_question`` x the type's weight different wordings (slots filled with the domain's
+    nouns), each record carrying all of the type's wordings (one filling each) as its
+    augmentation pool and the aspect as its ``qtype``; plus the free-form records; shuffled.
+    ``exclude`` drops every wording (generated or free-form) for which it returns True, e.g.
+    near-copies of held-out evaluation wordings; it is called once per distinct wording."""
+    if per_question < 1:
+        raise ValueError(f"per_question must be >= 1, got {per_question}")
+    keep = functools.cache((lambda wording: not exclude(wording)) if exclude else (lambda wording: True))
+    folder = Path(folder) if folder else shipped_folder()
+    types, slots = load_question_types(folder), load_slots(folder)
+    _check_slots(types, slots)
+    rng = random.Random(seed)
+    records = []
+    for text in load_texts(folder):
+        for aspect, answer in text.labels.items():
+            filled = dict.fromkeys(fill(wording, slots[text.domain], rng) for wording in types[aspect].wordings)
+            pool = tuple(wording for wording in filled if keep(wording))
+            for wording in rng.sample(pool, min(per_question * types[aspect].weight, len(pool))):
+                records.append(QARecord(text.text, wording, answer, pool, aspect))
+    if free_form:
+        shipped = Path(str(resources.files("inbedder_retrieval.data").joinpath("train")))
+        records += [record for record in load_records(shipped) if keep(record.instruction)]
+    rng.shuffle(records)
+    return records

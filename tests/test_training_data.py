@@ -1,0 +1,128 @@
+"""Training data v2: labelled texts x question wordings (sizes, closed answer sets,
+separation from the fixtures, no question-type shortcut words, determinism)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections import Counter, defaultdict
+
+import pytest
+
+from inbedder_retrieval.training import load_records, write_records
+from inbedder_retrieval.training_data import build_records, load_question_types, load_texts, shipped_folder
+
+WRITER_WORDS = ("customer", "message", "email", "writer", "post", "review", "author", "about")
+FEELING = ("emotion", "polarity")
+PLACES = ("region", "country", "city")
+ACRONYMS_AND_NAMES = {"VPN", "PDF", "USB", "PIN", "AI", "English"}
+
+
+@pytest.fixture(scope="module")
+def records():
+    return build_records()
+
+
+def words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z]+", text.lower()))
+
+
+def test_sizes(records):
+    types = load_question_types()
+    assert len(records) >= 10_000
+    assert all(len(set(kind.wordings)) >= 15 for kind in types.values())
+    texts = load_texts()
+    assert len(texts) >= 600 and len({text.domain for text in texts}) >= 10
+    assert all(len({answer.lower() for answer in text.labels.values()}) >= 3 for text in texts)
+    answers_per_text = defaultdict(set)
+    for record in records:
+        if record.qtype:
+            answers_per_text[record.input].add(record.output)
+    assert sum(len(answers) >= 4 for answers in answers_per_text.values()) >= 500
+
+
+def test_coarse_answers_come_from_their_closed_sets_and_answers_are_short(records):
+    types = load_question_types()
+    assert types["region"].answers == ("Africa", "Asia", "Europe", "North America", "South America", "Oceania")
+    assert set(types["polarity"].answers) == {"positive", "negative", "neutral"}
+    assert set(types["urgency"].answers) == {"low", "medium", "high"}
+    coarse_pairs = {("region", "country"), ("region", "city"), ("category", "product"), ("polarity", "emotion"),
+                    ("urgency", "topic"), ("course", "dish")}
+    labelled = {aspect for text in load_texts() for aspect in text.labels}
+    assert {aspect for pair in coarse_pairs for aspect in pair} <= labelled
+    for record in records:
+        if not record.qtype:
+            continue
+        assert 1 <= len(record.output.split()) <= 3, record
+        if types[record.qtype].coarse:
+            assert record.output in types[record.qtype].answers, record
+        if record.qtype not in PLACES:
+            assert all(word.islower() or word in ACRONYMS_AND_NAMES for word in record.output.split()), record
+
+
+def test_coarse_and_fine_answers_differ_on_the_same_text():
+    for text in load_texts():
+        for coarse, fine in (("region", "country"), ("region", "city"), ("category", "product"), ("course", "dish"),
+                             ("polarity", "emotion")):
+            if coarse in text.labels and fine in text.labels:
+                assert text.labels[coarse] != text.labels[fine], text
+
+
+def test_no_writer_or_message_word_predicts_the_question_type(records):
+    generated = [record for record in records if record.qtype]
+    for word in WRITER_WORDS:
+        types = Counter(record.qtype for record in generated if word in words(record.instruction))
+        total = sum(types.values())
+        assert total >= 200, (word, total)
+        assert max(types.values()) / total <= 0.45, (word, types.most_common(3))
+        topic, feeling = types["topic"], sum(types[name] for name in FEELING)
+        assert 0.35 <= topic / (topic + feeling) <= 0.65, (word, topic, feeling)
+    feeling_about = [record for record in generated if record.qtype in FEELING and "about" in words(record.instruction)]
+    assert len(feeling_about) >= 300
+
+
+def test_the_builder_is_deterministic_and_seeded(records):
+    assert build_records() == records
+    other = build_records(seed=1)
+    assert len(other) == len(records) and other != records
+
+
+def test_exclude_drops_wordings_everywhere():
+    def near_held_out(wording: str) -> bool:
+        return "customer" in words(wording) or wording == "What is this text about?"
+
+    kept = build_records(exclude=near_held_out)
+    assert kept
+    for record in kept:
+        assert not near_held_out(record.instruction)
+        assert not any(near_held_out(wording) for wording in record.instructions)
+
+
+def test_records_keep_their_wordings_and_type_through_a_file(records, tmp_path):
+    path = tmp_path / "v2.jsonl"
+    write_records(records[:50], path)
+    assert load_records(path) == records[:50]
+    generated = next(record for record in records if record.qtype)
+    assert generated.instruction in generated.instructions and len(generated.instructions) >= 15
+
+
+def test_bad_labels_are_refused_with_file_and_line(tmp_path):
+    folder = tmp_path / "v2"
+    folder.mkdir()
+    shutil.copy(shipped_folder() / "wordings.json", folder)
+    (folder / "news.jsonl").write_text(
+        '{"id": "a", "text": "t", "labels": {"section": "sport", "topic": "a race", "region": "Asia"}}\n'
+        '{"id": "b", "text": "t", "labels": {"section": "sport", "topic": "a race", "region": "asia"}}\n')
+    with pytest.raises(ValueError, match=r"news.jsonl:2: 'asia' is not one of the 'region' answers"):
+        load_texts(folder)
+    (folder / "news.jsonl").write_text('{"id": "a", "text": "t", "labels": {"section": "sport", "topic": "sport"}}\n')
+    with pytest.raises(ValueError, match=r"news.jsonl:1: needs >= 3 aspects"):
+        load_texts(folder)
+
+
+def test_cli_builds_the_records(tmp_path, records):
+    from inbedder_retrieval.cli import main
+
+    out = tmp_path / "v2.jsonl"
+    assert main(["train-data", "build", "-o", str(out)]) == 0
+    assert load_records(out) == records
