@@ -326,6 +326,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .server.main import serve  # the server's dependencies load only here
+
+    return serve(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="inbedder",
@@ -359,6 +365,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--path", default=None, help="where to keep the demo index (default: a temporary folder)")
     demo.add_argument("-k", type=int, default=5, help="results per instruction (default 5)")
     demo.set_defaults(handler=cmd_demo)
+
+    from .server.main import add_arguments as serve_arguments
+
+    serve = commands.add_parser("serve", help="serve embeddings and indexes over HTTP (needs the server extra)",
+                                description="An OpenAI-compatible embeddings API, index search and writes, "
+                                            "/metrics and an explorer page at /.")
+    serve_arguments(serve)
+    serve.set_defaults(handler=cmd_serve)
     train = commands.add_parser("train", help="fine-tune a causal or masked LM into an InBedder",
                                 description="Fine-tune on (input, instruction, output) records: the shipped set by "
                                             "default, or JSONL files / datasets hub ids given with --data.")
