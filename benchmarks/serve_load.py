@@ -1,13 +1,13 @@
 """Load test of ``inbedder serve``: dynamic batching on against off, in one run.
 
-Starts two servers on loopback (the same model, ``--no-batching`` for the second), one
-after the other, and for N = 1, 4, 16, 64 concurrent clients (httpx, async) sends a bounded
-number of one-text ``/v1/embeddings`` requests (shipped support messages under one
-instruction). Prints throughput, p50/p99 latency, errors and the server's peak RSS
+Starts two servers on loopback (the same model, ``--no-batching`` for the second; an idle
+server uses no CPU) and for N = 1, 4, 16, 64 concurrent clients (httpx, async) sends a
+bounded number of one-text ``/v1/embeddings`` requests (shipped support messages under one
+instruction), alternating between the servers. Prints throughput, p50/p99 latency, errors and the server's peak RSS
 (``VmHWM``), and the batching speed-up per N.
 
     nice -n 10 .venv/bin/python benchmarks/serve_load.py [--model NAME] [--clients 1 4 16 64]
-        [--requests-per-client 2] [--min-requests 16]
+        [--requests-per-client 2] [--min-requests 16] [--max-requests 64]
 """
 
 from __future__ import annotations
@@ -106,24 +106,27 @@ async def load(base: str, clients: int, texts: list[str]) -> tuple[float, list[f
         return time.perf_counter() - started, latencies, errors
 
 
-def run_mode(model: str | None, batching: bool, client_counts: list[int], per_client: int, minimum: int,
-             messages: list[str]) -> list[Row]:
-    process, base = start_server(model, batching)
-    mode = "batching on" if batching else "batching off"
-    rows = []
-    try:
+def measure(servers: dict[str, tuple[subprocess.Popen, str]], client_counts: list[int], per_client: int,
+            minimum: int, maximum: int, messages: list[str]) -> list[Row]:
+    """For each N, rounds in the order on, off, off, on (half the requests each), so slow
+    drift of a shared machine's load hits both modes alike; rows sum the rounds."""
+    for _, base in servers.values():
         asyncio.run(load(base, 2, messages[:4]))  # warm-up
-        offset = 4
-        for clients in client_counts:
-            count = max(minimum, per_client * clients)
-            texts = [messages[(offset + i) % len(messages)] for i in range(count)]
-            offset += count
-            seconds, latencies, errors = asyncio.run(load(base, clients, texts))
-            rows.append(Row(mode, clients, count, seconds, latencies, errors, peak_rss_mb(process.pid)))
-            print(f"{mode:12} N={clients:<3} {count} requests in {seconds:.1f} s", file=sys.stderr, flush=True)
-    finally:
-        process.terminate()
-        process.wait(60)
+    rows, offset = [], 4
+    for clients in client_counts:
+        count = min(maximum, max(minimum, per_client * clients))
+        totals = {mode: (0.0, [], 0) for mode in servers}
+        for mode in ("on", "off", "off", "on"):
+            texts = [messages[(offset + i) % len(messages)] for i in range(count // 2)]
+            offset += len(texts)
+            seconds, latencies, errors = asyncio.run(load(servers[mode][1], clients, texts))
+            total = totals[mode]
+            totals[mode] = (total[0] + seconds, total[1] + latencies, total[2] + errors)
+        for mode, (seconds, latencies, errors) in totals.items():
+            rows.append(Row(f"batching {mode}", clients, len(latencies), seconds, latencies, errors,
+                            peak_rss_mb(servers[mode][0].pid)))
+            print(f"batching {mode:3} N={clients:<3} {len(latencies)} requests in {seconds:.1f} s", file=sys.stderr,
+                  flush=True)
     return rows
 
 
@@ -133,11 +136,16 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16, 64])
     parser.add_argument("--requests-per-client", type=int, default=2)
     parser.add_argument("--min-requests", type=int, default=16)
+    parser.add_argument("--max-requests", type=int, default=64)
     args = parser.parse_args()
     messages = [record["text"] for record in load_sample("support_messages")]
-    rows = [row for batching in (True, False)
-            for row in run_mode(args.model, batching, args.clients, args.requests_per_client, args.min_requests,
-                                messages)]
+    servers = {"on": start_server(args.model, True), "off": start_server(args.model, False)}
+    try:
+        rows = measure(servers, args.clients, args.requests_per_client, args.min_requests, args.max_requests, messages)
+    finally:
+        for process, _ in servers.values():
+            process.terminate()
+            process.wait(60)
     print("| mode | clients | requests | throughput (req/s) | p50 (ms) | p99 (ms) | errors | server peak RSS (MB) |")
     print("|---|---|---|---|---|---|---|---|")
     for row in rows:
