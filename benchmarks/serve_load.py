@@ -38,6 +38,7 @@ class Row:
     latencies: list[float]
     errors: int
     peak_rss_mb: float
+    mean_batch: float  # requests merged per model call (from the server's /metrics)
 
     @property
     def throughput(self) -> float:
@@ -106,6 +107,15 @@ async def load(base: str, clients: int, texts: list[str]) -> tuple[float, list[f
         return time.perf_counter() - started, latencies, errors
 
 
+def batch_counts(base: str) -> tuple[float, float]:
+    """(model batches, requests in them) so far, from the server's Prometheus metrics."""
+    text = httpx.get(f"{base}/metrics", timeout=30).text
+    values = {}
+    for name in ("inbedder_batch_requests_count", "inbedder_batch_requests_sum"):
+        values[name] = sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + "{"))
+    return values["inbedder_batch_requests_count"], values["inbedder_batch_requests_sum"]
+
+
 def measure(servers: dict[str, tuple[subprocess.Popen, str]], client_counts: list[int], per_client: int,
             minimum: int, maximum: int, messages: list[str]) -> list[Row]:
     """For each N, rounds in the order on, off, off, on (half the requests each), so slow
@@ -116,6 +126,7 @@ def measure(servers: dict[str, tuple[subprocess.Popen, str]], client_counts: lis
     for clients in client_counts:
         count = min(maximum, max(minimum, per_client * clients))
         totals = {mode: (0.0, [], 0) for mode in servers}
+        before = {mode: batch_counts(base) for mode, (_, base) in servers.items()}
         for mode in ("on", "off", "off", "on"):
             texts = [messages[(offset + i) % len(messages)] for i in range(count // 2)]
             offset += len(texts)
@@ -123,8 +134,9 @@ def measure(servers: dict[str, tuple[subprocess.Popen, str]], client_counts: lis
             total = totals[mode]
             totals[mode] = (total[0] + seconds, total[1] + latencies, total[2] + errors)
         for mode, (seconds, latencies, errors) in totals.items():
+            batches, requests = (after - first for after, first in zip(batch_counts(servers[mode][1]), before[mode]))
             rows.append(Row(f"batching {mode}", clients, len(latencies), seconds, latencies, errors,
-                            peak_rss_mb(servers[mode][0].pid)))
+                            peak_rss_mb(servers[mode][0].pid), requests / batches if batches else float("nan")))
             print(f"batching {mode:3} N={clients:<3} {len(latencies)} requests in {seconds:.1f} s", file=sys.stderr,
                   flush=True)
     return rows
@@ -146,15 +158,16 @@ def main() -> None:
         for process, _ in servers.values():
             process.terminate()
             process.wait(60)
-    print("| mode | clients | requests | throughput (req/s) | p50 (ms) | p99 (ms) | errors | server peak RSS (MB) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| mode | clients | requests | throughput (req/s) | p50 (ms) | p99 (ms) | errors | requests per batch "
+          "| server peak RSS (MB) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         print(f"| {row.mode} | {row.clients} | {row.requests} | {row.throughput:.2f} | {row.percentile(0.5):.0f} | "
-              f"{row.percentile(0.99):.0f} | {row.errors} | {row.peak_rss_mb:.0f} |")
+              f"{row.percentile(0.99):.0f} | {row.errors} | {row.mean_batch:.1f} | {row.peak_rss_mb:.0f} |")
     on = {row.clients: row for row in rows if row.mode == "batching on"}
     off = {row.clients: row for row in rows if row.mode == "batching off"}
     print("\n| clients | throughput ratio (on / off) |\n|---|---|")
-    for clients in args.clients:
+    for clients in dict.fromkeys(args.clients):
         print(f"| {clients} | {on[clients].throughput / off[clients].throughput:.2f}x |")
     if any(row.errors for row in rows):
         sys.exit(f"{sum(row.errors for row in rows)} requests failed")

@@ -230,6 +230,10 @@ def create_app(service: Service, config: ServerConfig | None = None) -> FastAPI:
     async def explorer_css() -> FileResponse:
         return FileResponse(STATIC / "explorer.css", media_type="text/css")
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> Response:
+        return Response(status_code=204)
+
     return app
 
 

@@ -24,7 +24,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 #: served without the API key: the health probe and the explorer's static shell (the
 #: page asks for the key and sends it with every API call)
-PUBLIC_PATHS = frozenset({"/health", "/", "/explorer.js", "/explorer.css"})
+PUBLIC_PATHS = frozenset({"/health", "/", "/explorer.js", "/explorer.css", "/favicon.ico"})
 
 
 def error_body(message: str, kind: str, param: str | None = None, **extra: Any) -> dict[str, Any]:
