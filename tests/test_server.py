@@ -182,6 +182,42 @@ def test_batching_off_gives_one_request_per_batch(tiny):
     assert count == 8 and metric(text, "inbedder_batch_requests_bucket", le="1.0") == 8
 
 
+def test_batcher_merges_mixed_instructions_and_survives_failures(tiny):
+    """Requests for the same texts under two instructions share one ``encode_many``;
+    another instruction's request joins the same batch; a failing job fails alone."""
+    from inbedder_retrieval.server.batching import Batcher
+    from inbedder_retrieval.server.metrics import ServerMetrics
+
+    metrics = ServerMetrics()
+    batcher = Batcher(tiny, metrics, max_wait=0.5)
+    shared = [d["text"] for d in DOCS[:3]]
+    calls: list[tuple[int, int]] = []
+    original = tiny.encode_many
+    tiny.encode_many = lambda texts, instructions, **kw: calls.append((len(texts), len(instructions))) or original(
+        texts, instructions, **kw)
+
+    async def scenario():
+        results = await asyncio.gather(batcher.embed(shared, FEEL), batcher.embed(shared, TOPIC),
+                                       batcher.embed([DOCS[3]["text"]], FEEL))
+        with pytest.raises(ZeroDivisionError):
+            await batcher.run(lambda: 1 / 0)
+        return results, await batcher.embed([DOCS[3]["text"]], TOPIC)
+
+    try:
+        (feel, topic, other), after = asyncio.run(scenario())
+    finally:
+        del tiny.encode_many
+        batcher.close()
+    np.testing.assert_allclose(feel.vectors, tiny.encode(shared, FEEL), atol=1e-5)
+    np.testing.assert_allclose(topic.vectors, tiny.encode(shared, TOPIC), atol=1e-5)
+    np.testing.assert_allclose(other.vectors, tiny.encode([DOCS[3]["text"]], FEEL), atol=1e-5)
+    np.testing.assert_allclose(after.vectors, tiny.encode([DOCS[3]["text"]], TOPIC), atol=1e-5)
+    assert calls == [(3, 2)]
+    text = metrics.render().decode()
+    assert metric(text, "inbedder_batch_requests_count") == 2  # the three merged, then the last one
+    assert metric(text, "inbedder_batch_requests_sum") == 4
+
+
 # -- indexes ----------------------------------------------------------------------------------
 def test_search_add_delete_through_http(url, tiny, index_path):
     listing = httpx.get(f"{url}/v1/indexes").json()["indexes"]

@@ -107,7 +107,11 @@ class Batcher:
             if first.fn is not None:
                 self._settle(first, first.fn)
                 continue
-            batch = self._collect(first)
+            try:
+                batch = self._collect(first)
+            except Exception as error:  # noqa: BLE001 - e.g. a tokenizer failure: fail the request, keep serving
+                self._fail(first, error)
+                continue
             self._encode(batch)
 
     def _take(self, block: bool, timeout: float | None = None) -> _Work | None:
