@@ -24,7 +24,7 @@ import numpy as np
 
 from ..embedder import InBedder
 from ..prompts import validate_instruction, validate_texts
-from .config import DEFAULT_BATCH_TOKENS, DEFAULT_MAX_WAIT
+from .config import DEFAULT_MAX_WAIT, default_batch_tokens
 from .metrics import ServerMetrics
 
 T = TypeVar("T")
@@ -55,12 +55,15 @@ class Embedded:
 class Batcher:
     """The only user of ``model``: a worker thread fed by a queue.
 
+    ``max_batch_tokens`` defaults by the model's device (``default_batch_tokens``).
     ``batching=False`` processes one request per model call (the baseline of
     ``benchmarks/serve_load.py``); everything else stays the same.
     """
 
     def __init__(self, model: InBedder, metrics: ServerMetrics, *, batching: bool = True,
-                 max_batch_tokens: int = DEFAULT_BATCH_TOKENS, max_wait: float = DEFAULT_MAX_WAIT) -> None:
+                 max_batch_tokens: int | None = None, max_wait: float = DEFAULT_MAX_WAIT) -> None:
+        if max_batch_tokens is None:
+            max_batch_tokens = default_batch_tokens(model.backend.device.type)
         if max_batch_tokens < 1:
             raise ValueError(f"max_batch_tokens must be >= 1, got {max_batch_tokens}")
         if max_wait < 0:

@@ -9,7 +9,7 @@ import os
 
 from ..prompts import DEFAULT_INSTRUCTION
 
-from .config import DEFAULT_BATCH_TOKENS, DEFAULT_MAX_WAIT, ServerConfig
+from .config import DEFAULT_ACCELERATOR_BATCH_TOKENS, BATCH_TOKENS_BY_DEVICE, DEFAULT_MAX_WAIT, ServerConfig
 
 #: where ``--api-key`` is read from when the option is absent (keeps the key out of ``ps``)
 API_KEY_ENV = "INBEDDER_API_KEY"
@@ -70,8 +70,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cors-origin", action="append", help="allow browser calls from this origin (repeatable; "
                                                                "default: no CORS)")
     parser.add_argument("--no-batching", action="store_true", help="one request per model call (for comparison)")
-    parser.add_argument("--max-batch-tokens", type=int, default=DEFAULT_BATCH_TOKENS,
-                        help=f"prompt tokens per merged batch (default {DEFAULT_BATCH_TOKENS})")
+    parser.add_argument("--max-batch-tokens", type=int, default=None,
+                        help=f"prompt tokens per merged batch (default {BATCH_TOKENS_BY_DEVICE['cpu']} on CPU, "
+                             f"{DEFAULT_ACCELERATOR_BATCH_TOKENS} on an accelerator)")
     parser.add_argument("--max-wait-ms", type=float, default=DEFAULT_MAX_WAIT * 1000,
                         help=f"how long a batch waits for more requests (default {DEFAULT_MAX_WAIT * 1000:g} ms)")
     parser.add_argument("--max-texts", type=int, default=defaults.max_texts,

@@ -14,7 +14,7 @@ from pathlib import Path
 from ..embedder import InBedder
 from ..index import InstructionIndex, read_manifest
 from .batching import Batcher
-from .config import DEFAULT_BATCH_TOKENS, DEFAULT_MAX_WAIT
+from .config import DEFAULT_MAX_WAIT
 from .metrics import ServerMetrics
 
 logger = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ class Service:
 
     @classmethod
     def from_objects(cls, models: Sequence[InBedder], indexes: Mapping[str, InstructionIndex] | None = None, *,
-                     batching: bool = True, max_batch_tokens: int = DEFAULT_BATCH_TOKENS,
+                     batching: bool = True, max_batch_tokens: int | None = None,
                      max_wait: float = DEFAULT_MAX_WAIT) -> Service:
         """A service over loaded models and open indexes (an index's model is added if new)."""
         metrics = ServerMetrics()
