@@ -83,8 +83,8 @@ class Batcher:
         """Unit vectors of ``texts`` under ``instruction`` (rows in input order)."""
         texts = validate_texts(texts)
         instruction = validate_instruction(instruction)
-        return await self._submit(_Work(asyncio.get_running_loop(), asyncio.get_running_loop().create_future(),
-                                        texts=texts, instruction=instruction))
+        loop = asyncio.get_running_loop()
+        return await self._submit(_Work(loop, loop.create_future(), texts=texts, instruction=instruction))
 
     async def run(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` (model work other than embedding) in the worker thread."""
@@ -92,8 +92,8 @@ class Batcher:
         return await self._submit(_Work(loop, loop.create_future(), fn=fn))
 
     async def _submit(self, work: _Work) -> Any:
+        self.metrics.queue_depth.labels(self.model.name).inc()  # before the worker can take it
         self._queue.put(work)
-        self.metrics.queue_depth.labels(self.model.name).inc()
         return await work.future
 
     def close(self, timeout: float = 10.0) -> None:
