@@ -152,8 +152,14 @@ def cmd_search(args: argparse.Namespace) -> int:
     from .index import InstructionIndex
 
     search_filter = json.loads(args.filter) if args.filter else None
-    with InstructionIndex.open(args.path) as index:
-        hits = index.search(args.query, args.instruction, k=args.k, filter=search_filter)
+    if args.server:  # a running `inbedder serve`: no model load here
+        from .server.client import InBedderClient
+
+        with InBedderClient(args.server) as client:
+            hits = client.search(args.path, args.query, args.instruction, k=args.k, filter=search_filter)
+    else:
+        with InstructionIndex.open(args.path) as index:
+            hits = index.search(args.query, args.instruction, k=args.k, filter=search_filter)
     if args.json:
         for hit in hits:
             print(json.dumps({"id": hit.id, "score": hit.score, "text": hit.text, "metadata": hit.metadata}, ensure_ascii=False))
@@ -481,8 +487,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     search = commands.add_parser("search", help="search an index under one instruction",
                                  description="Search PATH for QUERY as seen through INSTRUCTION.")
-    search.add_argument("path", help="index folder")
+    search.add_argument("path", help="index folder (with --server: the index's name on the server)")
     search.add_argument("query", help="the query text")
+    search.add_argument("--server", default=None, metavar="URL",
+                        help="ask a running `inbedder serve` at URL instead of loading the model "
+                             "(API key from $INBEDDER_API_KEY)")
     search.add_argument("--instruction", "-q", required=True, help="one of the index's instructions")
     search.add_argument("-k", type=int, default=10, help="number of results (default 10)")
     search.add_argument("--filter", default=None, help='metadata filter as JSON, e.g. \'{"mood": "angry"}\'')

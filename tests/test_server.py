@@ -285,6 +285,27 @@ def test_indexes_share_the_model_when_the_manifest_agrees(tiny_model_dir, tmp_pa
         service.close()
 
 
+def test_client_and_search_server_mode(url, tiny, capsys):
+    """``InBedderClient`` and ``inbedder search --server URL``: the server's answers, no model load."""
+    from inbedder_retrieval.cli import main
+    from inbedder_retrieval.server.client import InBedderClient, ServerError
+
+    with InBedderClient(url) as client:
+        np.testing.assert_allclose(client.embed([DOCS[0]["text"]], FEEL), tiny.encode([DOCS[0]["text"]], FEEL), atol=1e-5)
+        hits = client.search("reviews", "cold food", FEEL, k=2, filter={"mood": {"$in": ["angry", "happy"]}})
+        with pytest.raises(ServerError, match="known: reviews"):
+            client.search("nope", "cold food", FEEL)
+    expected = httpx.post(f"{url}/v1/indexes/reviews/search", json={"query": "cold food", "instruction": FEEL, "k": 2,
+                                                                     "filter": {"mood": {"$in": ["angry", "happy"]}}})
+    assert [h.id for h in hits] == [h["id"] for h in expected.json()["hits"]]
+    assert main(["search", "reviews", "cold food", "-q", FEEL, "-k", "2", "--server", url, "--json",
+                 "--filter", '{"mood": {"$in": ["angry", "happy"]}}']) == 0
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [row["id"] for row in printed] == [h.id for h in hits]
+    assert main(["search", "reviews", "cold food", "-q", "Who?", "--server", url]) == 2
+    assert "is not an instruction" in capsys.readouterr().err
+
+
 # -- bad input: clear errors, and the server keeps serving --------------------------------------
 @pytest.mark.parametrize(("request_kwargs", "status", "needle"), [
     ({"url": "/v1/indexes/nope/search", "json": {"query": "x", "instruction": FEEL}}, 404, "reviews"),
