@@ -131,6 +131,25 @@ def test_langchain_openai_embeddings(url, tiny):
     np.testing.assert_allclose(asked.embed_query(texts[1]), tiny.encode(texts[1], TOPIC), atol=1e-5)
 
 
+def test_our_integrations_embed_on_the_server(url, tiny):
+    """``InBedderEmbeddings(base_url=...)`` (LangChain) and ``InBedderEmbedding(base_url=...)``
+    (LlamaIndex) load no model and give the server's vectors."""
+    texts = [d["text"] for d in DOCS]
+    langchain = pytest.importorskip("langchain_inbedder")
+    remote = langchain.InBedderEmbeddings(base_url=url, embed_instruction=FEEL, query_instruction=TOPIC)
+    np.testing.assert_allclose(remote.embed_documents(texts), tiny.encode(texts, FEEL), atol=1e-5)
+    np.testing.assert_allclose(remote.embed_query(texts[0]), tiny.encode(texts[0], TOPIC), atol=1e-5)
+    assert remote._client is None  # nothing loaded here
+    with pytest.raises(ValueError, match="normalize"):
+        langchain.InBedderEmbeddings(base_url=url, normalize=False)
+    llama = pytest.importorskip("llama_index.embeddings.inbedder")
+    embed_model = llama.InBedderEmbedding(base_url=url, text_instruction=FEEL, query_instruction=TOPIC)
+    np.testing.assert_allclose(embed_model.get_text_embedding_batch(texts), tiny.encode(texts, FEEL), atol=1e-5)
+    np.testing.assert_allclose(embed_model.get_query_embedding(texts[1]), tiny.encode(texts[1], TOPIC), atol=1e-5)
+    with pytest.raises(ValueError, match="device"):
+        llama.InBedderEmbedding(base_url=url, device="cpu")
+
+
 def test_answer_endpoint(url, tiny):
     response = httpx.post(f"{url}/v1/answer", json={"input": DOCS[0]["text"], "instruction": FEEL,
                                                     "max_new_tokens": 3})
