@@ -163,8 +163,14 @@ def cmd_search(args: argparse.Namespace) -> int:
     from .index import InstructionIndex
 
     search_filter = _filter_option(args.filter)
-    with InstructionIndex.open(args.path) as index:
-        hits = index.search(args.query, args.instruction, k=args.k, filter=search_filter)
+    if args.server:  # a running `inbedder serve`: no model load here
+        from .server.client import InBedderClient
+
+        with InBedderClient(args.server) as client:
+            hits = client.search(args.path, args.query, args.instruction, k=args.k, filter=search_filter)
+    else:
+        with InstructionIndex.open(args.path) as index:
+            hits = index.search(args.query, args.instruction, k=args.k, filter=search_filter)
     if args.json:
         for hit in hits:
             print(json.dumps({"id": hit.id, "score": hit.score, "text": hit.text, "metadata": hit.metadata}, ensure_ascii=False))
@@ -363,6 +369,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .server.main import serve  # the server's dependencies load only here
+
+    return serve(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="inbedder",
@@ -396,6 +408,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--path", default=None, help="where to keep the demo index (default: a temporary folder)")
     demo.add_argument("-k", type=int, default=5, help="results per instruction (default 5)")
     demo.set_defaults(handler=cmd_demo)
+
+    from .server.main import add_arguments as serve_arguments
+
+    serve = commands.add_parser("serve", help="serve embeddings and indexes over HTTP (needs the server extra)",
+                                description="An OpenAI-compatible embeddings API, index search and writes, "
+                                            "/metrics and an explorer page at /.")
+    serve_arguments(serve)
+    serve.set_defaults(handler=cmd_serve)
     train = commands.add_parser("train", help="fine-tune a causal or masked LM into an InBedder",
                                 description="Fine-tune on (input, instruction, output) records: the shipped set by "
                                             "default, or JSONL files / datasets hub ids given with --data.")
@@ -523,8 +543,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     search = commands.add_parser("search", help="search an index under one instruction",
                                  description="Search PATH for QUERY as seen through INSTRUCTION.")
-    search.add_argument("path", help="index folder")
+    search.add_argument("path", help="index folder (with --server: the index's name on the server)")
     search.add_argument("query", help="the query text")
+    search.add_argument("--server", default=None, metavar="URL",
+                        help="ask a running `inbedder serve` at URL instead of loading the model "
+                             "(API key from $INBEDDER_API_KEY)")
     search.add_argument("--instruction", "-q", required=True, help="one of the index's instructions")
     search.add_argument("-k", type=int, default=10, help="number of results (default 10)")
     search.add_argument("--filter", default=None, help='metadata filter as JSON, e.g. \'{"mood": "angry"}\'')

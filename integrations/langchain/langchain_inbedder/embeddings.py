@@ -10,7 +10,7 @@ from inbedder_retrieval import DEFAULT_INSTRUCTION, DEFAULT_MODEL, InBedder
 from inbedder_retrieval.validation import check_sequence
 from langchain_core.embeddings import Embeddings
 from langchain_core.runnables.config import run_in_executor
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 
 _LOAD_LOCK = threading.Lock()
 
@@ -37,7 +37,8 @@ class InBedderEmbeddings(BaseModel, Embeddings):
             embeddings = InBedderEmbeddings(embed_instruction="How does the customer feel?")
             vectors = embeddings.embed_documents(["The soup was cold.", "Great service!"])
 
-    The model loads on first use; instances with the same model settings share it.
+    The model loads on first use; instances with the same model settings share it. With
+    ``base_url`` (a running ``inbedder serve``) nothing is loaded: the server embeds.
     """
 
     model_name: str = DEFAULT_MODEL
@@ -56,10 +57,21 @@ class InBedderEmbeddings(BaseModel, Embeddings):
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
     """More ``InBedder.from_pretrained`` options (``dtype``, ``max_length``, ``trust_remote_code``)."""
     show_progress: bool = False
+    base_url: str | None = None
+    """URL of a running ``inbedder serve`` (e.g. "http://127.0.0.1:8080"): embed there."""
+    api_key: SecretStr | None = None
+    """The server's API key (default ``$INBEDDER_API_KEY``)."""
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     _client: InBedder | None = PrivateAttr(default=None)
+    _server: Any = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _check_server_options(self) -> InBedderEmbeddings:
+        if self.base_url is not None and not self.normalize:
+            raise ValueError("the server returns unit-length vectors: normalize=False needs a local model")
+        return self
 
     @classmethod
     def from_model(cls, model: InBedder, **kwargs: Any) -> InBedderEmbeddings:
@@ -87,9 +99,21 @@ class InBedderEmbeddings(BaseModel, Embeddings):
         """A copy asking other questions, sharing the loaded model."""
         return self.model_copy(update={"embed_instruction": embed_instruction, "query_instruction": query_instruction})
 
+    def _remote(self) -> Any:
+        """The ``InBedderClient`` of ``base_url`` (created on first use)."""
+        if self._server is None:
+            from inbedder_retrieval.server.client import InBedderClient
+
+            key = self.api_key.get_secret_value() if self.api_key is not None else None
+            self._server = InBedderClient(self.base_url, key)
+        return self._server
+
     def _encode(self, texts: list[str], instruction: str) -> list[list[float]]:
         if not texts:
             return []
+        if self.base_url is not None:  # the server's model unless model_name was given
+            model = self.model_name if "model_name" in self.model_fields_set else None
+            return self._remote().embed(texts, instruction, model=model).tolist()
         vectors = self.client.encode(
             texts,
             instruction,

@@ -36,6 +36,10 @@ class InBedderEmbedding(BaseEmbedding):
         inbedder: an already loaded ``InBedder`` to share (e.g. between embedding models
             with different instructions); ``model_name``, ``pooling`` and ``device`` are
             then read from it and must not be given.
+        base_url, api_key: a running ``inbedder serve`` that embeds instead of a local
+            model (the key defaults to ``$INBEDDER_API_KEY``); ``model_name`` then picks
+            one of the server's models (default: the server's), and ``pooling``,
+            ``device`` and ``inbedder`` must not be given.
         callback_manager, **kwargs: passed to ``BaseEmbedding``.
 
     Example:
@@ -55,8 +59,10 @@ class InBedderEmbedding(BaseEmbedding):
     pooling: str = Field(description="How the answer's hidden states become a vector.")
     device: str = Field(description="Device the model runs on.")
     normalize: bool = Field(default=True, description="Return unit-length vectors.")
+    base_url: str | None = Field(default=None, description="A running `inbedder serve` that embeds instead.")
 
-    _model: InBedder = PrivateAttr()
+    _model: InBedder | None = PrivateAttr(default=None)
+    _server: Any = PrivateAttr(default=None)
 
     def __init__(
         self,
@@ -69,10 +75,16 @@ class InBedderEmbedding(BaseEmbedding):
         embed_batch_size: int = DEFAULT_INBEDDER_BATCH_SIZE,
         inbedder: InBedder | None = None,
         callback_manager: CallbackManager | None = None,
+        base_url: str | None = None,
+        api_key: str | None = None,
         **kwargs: Any,
     ) -> None:
         validate_instruction(query_instruction)
         validate_instruction(text_instruction)
+        if base_url is not None:
+            self._init_remote(base_url, api_key, model_name, query_instruction, text_instruction, pooling, device,
+                              normalize, embed_batch_size, inbedder, callback_manager, **kwargs)
+            return
         if inbedder is None:
             inbedder = InBedder.from_pretrained(
                 model_name or DEFAULT_MODEL, pooling=pooling, device=device
@@ -99,6 +111,25 @@ class InBedderEmbedding(BaseEmbedding):
         inbedder.check_instruction(query_instruction)  # room left for the text under this model
         inbedder.check_instruction(text_instruction)
 
+    def _init_remote(self, base_url: str, api_key: str | None, model_name: str | None, query_instruction: str,
+                     text_instruction: str, pooling: str | None, device: str | None, normalize: bool,
+                     embed_batch_size: int, inbedder: InBedder | None, callback_manager: CallbackManager | None,
+                     **kwargs: Any) -> None:
+        from inbedder_retrieval.server.client import InBedderClient
+
+        given = [name for name, value in (("pooling", pooling), ("device", device), ("inbedder", inbedder))
+                 if value is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)} cannot be set with base_url=...: the server's model embeds")
+        if not normalize:
+            raise ValueError("the server returns unit-length vectors: normalize=False needs a local model")
+        super().__init__(
+            model_name=model_name or "", query_instruction=query_instruction, text_instruction=text_instruction,
+            pooling="(server)", device="(server)", normalize=True, base_url=base_url, embed_batch_size=embed_batch_size,
+            callback_manager=callback_manager, **kwargs,
+        )
+        self._server = InBedderClient(base_url, api_key)
+
     @classmethod
     def class_name(cls) -> str:
         return "InBedderEmbedding"
@@ -106,10 +137,16 @@ class InBedderEmbedding(BaseEmbedding):
     @property
     def inbedder(self) -> InBedder:
         """The underlying model (share it with other ``InBedderEmbedding`` instances)."""
+        if self._model is None:
+            raise AttributeError("this InBedderEmbedding embeds on a server (base_url): it holds no model")
         return self._model
 
     def _encode(self, texts: list[str], instruction: str) -> np.ndarray:
-        """One ``InBedder.encode`` call: an array of shape (len(texts), dim)."""
+        """One ``InBedder.encode`` call (or one server request): shape (len(texts), dim)."""
+        if self._server is not None:
+            if not texts:
+                return np.empty((0, 0), dtype="float32")
+            return self._server.embed(texts, instruction, model=self.model_name or None)
         return self._model.encode(
             texts,
             instruction,
