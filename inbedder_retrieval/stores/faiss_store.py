@@ -28,6 +28,7 @@ import numpy as np
 
 from ..atomic import atomic_write_bytes
 from ..errors import CorruptIndexError
+from ..validation import check_k
 from .base import Document, Filter, Hit, VectorStore
 from .filters import to_sql
 
@@ -433,6 +434,7 @@ class FaissStore(VectorStore):
         return self._db.execute("SELECT COUNT(*) FROM vectors WHERE space=?", (space,)).fetchone()[0]
 
     def search(self, space: str, vector: np.ndarray, k: int, filter: Filter | None = None) -> list[Hit]:
+        k = check_k(k)
         with self._lock:
             self._refresh()
             index = self._indexes[space]
