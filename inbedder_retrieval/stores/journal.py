@@ -63,16 +63,17 @@ class UndoJournal:
         finally:
             self._lock.release()
 
-    def recover(self, undo: Callable[[list[Entry]], None]) -> None:
-        """Roll back a journal left by a killed writer (not one a live writer holds)."""
+    def recover(self, undo: Callable[[list[Entry]], None]) -> bool:
+        """Roll back a journal left by a killed writer (not one a live writer holds);
+        whether there was one."""
         if not self.file.exists():
-            return
+            return False
         try:
             self._lock.acquire(timeout=0)
         except Timeout:  # a live writer in another process owns it
-            return
+            return False
         try:
-            self._replay(undo)
+            return self._replay(undo)
         finally:
             self._lock.release()
 
@@ -81,9 +82,9 @@ class UndoJournal:
             self._handle.close()
             self._handle = None
 
-    def _replay(self, undo: Callable[[list[Entry]], None]) -> None:
+    def _replay(self, undo: Callable[[list[Entry]], None]) -> bool:
         if not self.file.exists():
-            return
+            return False
         entries = []
         for line in self.file.read_text("utf-8").splitlines():
             try:
@@ -92,3 +93,4 @@ class UndoJournal:
                 break
         undo(entries[::-1])
         self.file.unlink()
+        return True

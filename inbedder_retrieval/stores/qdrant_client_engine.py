@@ -50,6 +50,9 @@ class ClientEngine:
         create: create the collection (it must not exist on a server); otherwise it must.
     """
 
+    #: a server is shared: other processes may write, so the store keeps no stamp of it
+    local = False
+
     def __init__(self, collection: str, *, create: bool, url: str | None = None, api_key: str | None = None,
                  location: str | None = None, path: Path | None = None) -> None:
         QdrantClient, self.models = _qdrant()
@@ -128,8 +131,10 @@ class ClientEngine:
                                           limit=k, with_payload=True).points
         return [(p.payload, float(p.score)) for p in points]
 
-    def count(self) -> int:
-        return self.client.count(self.collection, exact=True).count
+    def count(self, vector: str | None = None) -> int:
+        """Number of points (holding a ``vector`` of that name)."""
+        only = None if vector is None else self.models.Filter(must=[self.models.HasVectorCondition(has_vector=vector)])
+        return self.client.count(self.collection, count_filter=only, exact=True).count
 
     def flush(self) -> None:
         """qdrant-client commits every call (local mode) or the server does."""

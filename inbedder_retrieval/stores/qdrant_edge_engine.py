@@ -62,6 +62,8 @@ class EdgeEngine:
     """
 
     where: str
+    #: the store's folder is the only way to this data (one process): it can keep a stamp
+    local = True
 
     def __init__(self, folder: Path, *, create: bool) -> None:
         self.edge = _edge()
@@ -80,7 +82,9 @@ class EdgeEngine:
         edge = self.edge
         if (self.folder / CONFIG_FILE).exists():
             raise FileExistsError(f"{self.folder} already holds a Qdrant shard")
-        config = edge.EdgeConfig(vectors={PLACEHOLDER: edge.EdgeVectorParams(size=1, distance=edge.Distance.Dot)})
+        config = edge.EdgeConfig(  # every setting explicit, so that loading never rewrites the config
+            vectors={PLACEHOLDER: edge.EdgeVectorParams(size=1, distance=edge.Distance.Dot)},
+            on_disk_payload=True, payload_memory=edge.Memory.Cold)
         return edge.EdgeShard.create(str(self.folder), config)
 
     def _read_config(self) -> dict[str, int]:
@@ -111,16 +115,25 @@ class EdgeEngine:
                 ) from None
             raise CorruptIndexError(f"{self.folder} is not a readable Qdrant shard: {error}") from None
 
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """``self.shard.<method>(...)``, with the engine's I/O failures as ``CorruptIndexError``."""
+        try:
+            return getattr(self.shard, method)(*args, **kwargs)
+        except Exception as error:  # qdrant-edge raises plain Exception for every failure
+            if str(error).startswith("Service runtime error"):
+                raise CorruptIndexError(f"{self.folder}: the Qdrant shard is damaged ({error})") from None
+            raise
+
     # -- vector names ----------------------------------------------------------------------------
     def dims(self) -> dict[str, int]:
         return dict(self._dims)
 
     def create_vector(self, name: str, dim: int) -> None:
-        self.shard.update(self.edge.UpdateOperation.create_dense_vector(name, int(dim), self.edge.Distance.Cosine))
+        self._call("update", self.edge.UpdateOperation.create_dense_vector(name, int(dim), self.edge.Distance.Cosine))
         self._dims[name] = int(dim)
 
     def delete_vector(self, name: str) -> None:
-        self.shard.update(self.edge.UpdateOperation.delete_vector_name(name))
+        self._call("update", self.edge.UpdateOperation.delete_vector_name(name))
         self._dims.pop(name, None)
 
     # -- points ------------------------------------------------------------------------------------
@@ -131,37 +144,40 @@ class EdgeEngine:
 
     def retrieve(self, ids: Sequence[str], *, payload: bool | list[str] = True,
                  vectors: bool | list[str] = False) -> list[PointState]:
-        return [self._state(r) for r in self.shard.retrieve(list(ids), with_payload=payload, with_vector=vectors)]
+        return [self._state(r) for r in self._call("retrieve", list(ids), with_payload=payload, with_vector=vectors)]
 
     def upsert(self, points: Sequence[PointState]) -> None:
         edge = self.edge
-        self.shard.update(edge.UpdateOperation.upsert_points(
+        self._call("update", edge.UpdateOperation.upsert_points(
             [edge.Point(id=p.id, vector=dict(p.vectors), payload=p.payload) for p in points]))
 
     def update_vectors(self, name: str, rows: Sequence[tuple[str, list[float]]]) -> None:
         edge = self.edge
-        self.shard.update(edge.UpdateOperation.update_vectors(
+        self._call("update", edge.UpdateOperation.update_vectors(
             [edge.PointVectors(id=pid, vector={name: vector}) for pid, vector in rows]))
 
     def delete(self, ids: Sequence[str]) -> None:
-        self.shard.update(self.edge.UpdateOperation.delete_points(list(ids)))
+        self._call("update", self.edge.UpdateOperation.delete_points(list(ids)))
 
     def scroll(self, limit: int, offset: Any, *, vectors: bool | list[str] = False) -> tuple[list[PointState], Any]:
-        records, offset = self.shard.scroll(self.edge.ScrollRequest(
+        records, offset = self._call("scroll", self.edge.ScrollRequest(
             offset=offset, limit=limit, with_payload=True, with_vector=vectors))
         return [self._state(r) for r in records], offset
 
     def query(self, name: str, vector: list[float], k: int, native: Any) -> list[tuple[Mapping[str, Any], float]]:
         edge = self.edge
-        points = self.shard.query(edge.QueryRequest(
+        points = self._call("query", edge.QueryRequest(
             limit=k, query=edge.Query.Nearest(vector, using=name), filter=native, with_payload=True))
         return [(p.payload, float(p.score)) for p in points]
 
-    def count(self) -> int:
-        return self.shard.count(self.edge.CountRequest(exact=True))
+    def count(self, vector: str | None = None) -> int:
+        """Number of points (holding a ``vector`` of that name)."""
+        edge = self.edge
+        only = None if vector is None else edge.Filter(must=[edge.HasVectorCondition(vector)])
+        return self._call("count", edge.CountRequest(exact=True, filter=only))
 
     def flush(self) -> None:
-        self.shard.flush()
+        self._call("flush")
 
     def close(self) -> None:
         self.shard.close()

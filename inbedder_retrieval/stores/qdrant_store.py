@@ -15,11 +15,17 @@ Qdrant accepts only unsigned integer or UUID point ids, so a document id maps to
 ``uuid5(namespace, id)`` and the id itself is kept in the payload with the text and
 metadata. Qdrant has no multi-operation transactions: ``transaction()`` keeps an undo
 journal (``journal.py``) in which every write records the previous state of what it
-changes before changing it.
+changes before changing it; a write outside ``transaction()`` is a transaction of its own.
+
+An embedded store also keeps ``state.json``: the number of points and of vectors per
+space after the last commit. Opening compares it with the shard, so shard files that lost
+data (the engine opens some damaged files as an empty shard) give ``CorruptIndexError``
+instead of silently missing documents.
 """
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -29,7 +35,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..errors import UntrustedIndexError
+from ..atomic import atomic_write_bytes
+from ..errors import CorruptIndexError, UntrustedIndexError
 from ..validation import check_ids, check_k
 from .base import Document, Filter, Hit, VectorStore
 from .filters import QdrantTarget, to_qdrant
@@ -37,6 +44,7 @@ from .journal import Entry, UndoJournal
 
 NAMESPACE = uuid.UUID("8a4cb5a4-4d1f-5b6e-9c55-1c7c2b7a6f10")
 JOURNAL = "undo-journal.jsonl"
+STATE = "state.json"
 EDGE_DIR = "edge"
 LEGACY_DIR = "qdrant"  # qdrant-client local mode (pickles)
 
@@ -61,6 +69,7 @@ class QdrantEngine(Protocol):
     where: str
     target: QdrantTarget
     native: type
+    local: bool  # only this store's folder reaches the data (embedded): it keeps a stamp
 
     def dims(self) -> dict[str, int]: ...
     def create_vector(self, name: str, dim: int) -> None: ...
@@ -72,7 +81,7 @@ class QdrantEngine(Protocol):
     def delete(self, ids: Sequence[str]) -> None: ...
     def scroll(self, limit: int, offset: Any, *, vectors: bool | list[str] = False) -> tuple[list[PointState], Any]: ...
     def query(self, name: str, vector: list[float], k: int, native: Any) -> list[tuple[Mapping[str, Any], float]]: ...
-    def count(self) -> int: ...
+    def count(self, vector: str | None = None) -> int: ...
     def flush(self) -> None: ...
     def close(self) -> None: ...
 
@@ -124,7 +133,40 @@ class QdrantStore(VectorStore):
                               api_key=api_key, location=location)
         self._dims = self.engine.dims()
         self._journal = UndoJournal(self.folder / JOURNAL)
+        self._stamp_before: dict[str, Any] | None = None  # set by replaying a journal's "before" entry
         self._journal.recover(self._undo)  # a journal left by a killed writer
+        if self.engine.local:
+            self._write_stamp() if create else self._check_stamp()
+
+    # -- the stamp of an embedded store ---------------------------------------------------------
+    def _stamp(self) -> dict[str, Any]:
+        return {"points": self.engine.count(), "vectors": {s: self.engine.count(s) for s in sorted(self._dims)}}
+
+    def _write_stamp(self) -> None:
+        if self.engine.local:
+            atomic_write_bytes(self.folder / STATE, json.dumps(self._stamp()).encode())
+
+    def _check_stamp(self) -> None:
+        """Compare the shard with the stamp of the last commit (or, after a rollback, with
+        the state the rolled-back journal started from), then record it."""
+        file = self.folder / STATE
+        if self._stamp_before is not None:
+            recorded = self._stamp_before
+        else:
+            try:
+                recorded = json.loads(file.read_text("utf-8"))
+            except FileNotFoundError:
+                raise CorruptIndexError(f"{file} is missing: the Qdrant shard cannot be checked without it") from None
+            except (ValueError, UnicodeDecodeError) as error:
+                raise CorruptIndexError(f"{file} is truncated or corrupted ({error})") from None
+        actual = self._stamp()
+        if recorded != actual:
+            raise CorruptIndexError(
+                f"{self.engine.where} holds {actual} but {file} recorded {recorded} at the last commit: "
+                "files of the Qdrant shard are damaged or were changed outside this library"
+            )
+        if self._stamp_before is not None:
+            self._write_stamp()
 
     # -- transactions ----------------------------------------------------------------------
     @contextmanager
@@ -134,8 +176,11 @@ class QdrantStore(VectorStore):
             return
         self._journal.begin()
         try:
+            if self.engine.local:
+                self._journal.record({"before": self._stamp()})
             yield
             self.engine.flush()
+            self._write_stamp()
         except BaseException:
             self._journal.roll_back(self._undo)
             raise
@@ -158,7 +203,9 @@ class QdrantStore(VectorStore):
         self.engine.flush()
 
     def _undo_one(self, entry: Entry) -> None:
-        if "created" in entry:
+        if "before" in entry:  # the stamp the transaction started from
+            self._stamp_before = entry["before"]
+        elif "created" in entry:
             if entry["created"] in self._space_dims(refresh=True):
                 self._delete_vector(entry["created"])
         elif "dropped" in entry:
@@ -188,9 +235,10 @@ class QdrantStore(VectorStore):
         return sorted(self._space_dims(refresh=True))
 
     def create_space(self, space: str, dim: int) -> None:
-        self.drop_space(space)
-        self._journal.record({"created": space})
-        self._create_vector(space, dim)
+        with self.transaction():
+            self.drop_space(space)
+            self._journal.record({"created": space})
+            self._create_vector(space, dim)
 
     def drop_space(self, space: str) -> None:
         """Remove a space. Inside a transaction every point holding a vector of it is
@@ -198,14 +246,17 @@ class QdrantStore(VectorStore):
         dims = self._space_dims(refresh=True)
         if space not in dims:
             return
-        if self._journal.active:
-            offset = None
-            while True:
-                points, offset = self.engine.scroll(512, offset, vectors=True)
-                self._record_points([p.id for p in points if space in p.vectors])
-                if offset is None:
-                    break
-            self._journal.record({"dropped": space, "dim": dims[space]})
+        if not self._journal.active:  # nothing to undo: one engine call
+            self._delete_vector(space)
+            self._write_stamp()
+            return
+        offset = None
+        while True:
+            points, offset = self.engine.scroll(512, offset, vectors=True)
+            self._record_points([p.id for p in points if space in p.vectors])
+            if offset is None:
+                break
+        self._journal.record({"dropped": space, "dim": dims[space]})
         self._delete_vector(space)
 
     # -- writes ---------------------------------------------------------------------------
@@ -219,6 +270,10 @@ class QdrantStore(VectorStore):
         return matrix
 
     def upsert(self, documents: Sequence[Document], vectors: Mapping[str, np.ndarray]) -> None:
+        with self.transaction():
+            self._upsert(documents, vectors)
+
+    def _upsert(self, documents: Sequence[Document], vectors: Mapping[str, np.ndarray]) -> None:
         check_ids([doc.id for doc in documents], "document ids")
         dims = self._space_dims(refresh=True)
         if set(vectors) != set(dims):
@@ -234,6 +289,10 @@ class QdrantStore(VectorStore):
             self.engine.upsert(points)
 
     def set_vectors(self, space: str, ids: Sequence[str], vectors: np.ndarray) -> None:
+        with self.transaction():
+            self._set_vectors(space, ids, vectors)
+
+    def _set_vectors(self, space: str, ids: Sequence[str], vectors: np.ndarray) -> None:
         ids = check_ids(ids)
         dims = self._space_dims(refresh=True)
         if space not in dims:
@@ -251,8 +310,9 @@ class QdrantStore(VectorStore):
         present = [doc for doc in self.get(ids) if doc is not None]
         pids = list(dict.fromkeys(point_id(doc.id) for doc in present))
         if pids:
-            self._record_points(pids)
-            self.engine.delete(pids)
+            with self.transaction():
+                self._record_points(pids)
+                self.engine.delete(pids)
         return len(pids)
 
     # -- reads ----------------------------------------------------------------------------
