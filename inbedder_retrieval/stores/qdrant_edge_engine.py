@@ -33,6 +33,13 @@ def _edge() -> Any:
     return qdrant_edge
 
 
+def _is_engine_failure(error: BaseException) -> bool:
+    """Whether qdrant-edge failed on its files: it raises plain ``Exception`` for runtime
+    errors and pyo3's ``PanicException`` when a Rust assertion fails on damaged data."""
+    return type(error).__name__ == "PanicException" or (
+        type(error) is Exception and str(error).startswith("Service runtime error"))
+
+
 class EdgeTarget:
     """qdrant-edge's filter classes (see ``filters.QdrantTarget``)."""
 
@@ -107,7 +114,9 @@ class EdgeEngine:
     def _load(self) -> Any:
         try:
             return self.edge.EdgeShard.load(str(self.folder))
-        except Exception as error:  # qdrant-edge raises plain Exception for every failure
+        except BaseException as error:  # plain Exception for failures, PanicException for panics
+            if not (type(error) is Exception or _is_engine_failure(error)):
+                raise
             if "WouldBlock" in str(error):
                 raise IndexLockedError(
                     f"{self.folder} is open in another process: embedded Qdrant allows one process per "
@@ -116,11 +125,12 @@ class EdgeEngine:
             raise CorruptIndexError(f"{self.folder} is not a readable Qdrant shard: {error}") from None
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        """``self.shard.<method>(...)``, with the engine's I/O failures as ``CorruptIndexError``."""
+        """``self.shard.<method>(...)``, with the engine's I/O failures and panics (damaged
+        files) as ``CorruptIndexError``."""
         try:
             return getattr(self.shard, method)(*args, **kwargs)
-        except Exception as error:  # qdrant-edge raises plain Exception for every failure
-            if str(error).startswith("Service runtime error"):
+        except BaseException as error:  # a Rust panic is a BaseException (pyo3's PanicException)
+            if _is_engine_failure(error):
                 raise CorruptIndexError(f"{self.folder}: the Qdrant shard is damaged ({error})") from None
             raise
 
