@@ -8,12 +8,10 @@ import pickle
 import random
 import re
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -192,12 +190,32 @@ def test_damaged_shard_files_give_a_typed_error_or_the_right_answers(tmp_path, w
     (lambda s: s / EDGE_DIR / "edge_config.json", _garbled, "edge_config.json is truncated"),
     (lambda s: s / STATE, _missing, "state.json is missing"),
     (lambda s: s / STATE, _garbled, "state.json is truncated"),
+    (lambda s: s / EDGE_DIR / "segments", _missing, "segments is missing or empty"),  # not a new empty segment
+    (lambda s: _segment_file(s / EDGE_DIR, "version.info"), _missing, "version.info is missing"),
 ])
 def test_files_the_store_reads_first_are_always_checked(tmp_path, locate, damage, match):
     _filled(tmp_path)
     damage(locate(tmp_path / "qdrant-store"))
     with pytest.raises(CorruptIndexError, match=match):
         open_store("qdrant", tmp_path, {})
+
+
+def test_opening_a_damaged_shard_adds_no_files(tmp_path):
+    _filled(tmp_path)
+    shutil.rmtree(tmp_path / "qdrant-store" / EDGE_DIR / "segments")
+    before = sorted((tmp_path / "qdrant-store").rglob("*"))
+    with pytest.raises(CorruptIndexError):
+        open_store("qdrant", tmp_path, {})
+    assert sorted((tmp_path / "qdrant-store").rglob("*")) == before
+
+
+@pytest.mark.xfail(strict=True, reason="qdrant-edge 0.9.0 keeps no checksum of its vector storage: garbled "
+                   "vectors are read as they are (see the damage table in the README)")
+def test_garbled_vector_storage_is_detected(tmp_path):
+    vectors = _filled(tmp_path)
+    _garbled(_segment_file(tmp_path / "qdrant-store" / EDGE_DIR, "vector_storage-a/vectors/chunk_0.mmap"))
+    with pytest.raises(CorruptIndexError):
+        _read_everything(tmp_path, vectors)
 
 
 def test_an_emptied_id_tracker_is_not_an_empty_index(tmp_path):
@@ -245,78 +263,21 @@ def test_a_second_process_gets_index_locked_error(tmp_path):
 
 
 # -- crashes ---------------------------------------------------------------------------------
-CHILD = """
-import sys, pathlib, numpy as np
-from inbedder_retrieval.stores import Document, open_store
-folder, kind = pathlib.Path(sys.argv[1]), sys.argv[2]
-store = open_store("qdrant", folder, {})
-rng = np.random.default_rng(0)
-for version in range(1, 10_000):
-    with store.transaction():
-        if kind == "upsert":
-            store.upsert([Document(f"d{i}", f"v{version}", {}) for i in range(40)],
-                         {s: rng.normal(size=(40, 8)) for s in ("a", "b")})
-        elif kind == "set_vectors":
-            for space in ("a", "b"):
-                store.set_vectors(space, [f"d{i}" for i in range(40)], np.full((40, 8), float(version)))
-        elif kind == "delete":
-            store.delete([f"d{i}" for i in range(40)])
-            store.upsert([Document(f"d{i}", f"v{version}", {}) for i in range(40)],
-                         {s: np.full((40, 8), float(version)) for s in ("a", "b")})
-        elif kind == "create_space":
-            store.create_space("c", 8)
-            store.set_vectors("c", [f"d{i}" for i in range(40)], np.full((40, 8), float(version)))
-            store.drop_space("c")
-    print(version, flush=True)
-"""
+def _load_benchmark():
+    """benchmarks/crash_trials.py: the same child, state and check as the 20-trial runs."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("crash_trials", Path(__file__).parents[1] / "benchmarks" / "crash_trials.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def _crash_state(folder: Path, kind: str) -> tuple:
-    """(texts, first components of each space) of all 40 documents: one version everywhere."""
-    store = open_store("qdrant", folder, {})
-    try:
-        ids = [f"d{i}" for i in range(40)]
-        texts = {doc.text for doc in store.get(ids) if doc is not None}
-        present = sum(doc is not None for doc in store.get(ids))
-        firsts = {space: {round(float(v[0]), 4) for v in store.get_vectors(space, ids).values()}
-                  for space in store.spaces()}
-        return present, texts, firsts, store.spaces()
-    finally:
-        store.close()
-
-
-def run_crash_trial(folder: Path, kind: str, seed: int) -> tuple:
-    """Kill a writer of ``kind`` at a random moment; return the reopened state."""
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(folder), kind], stdout=subprocess.PIPE,
-                             env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
-    child.stdout.readline()  # one transaction committed: the child is running
-    time.sleep(random.Random(seed).uniform(0.0, 0.4))
-    os.kill(child.pid, signal.SIGKILL)
-    child.wait()
-    return _crash_state(folder, kind)
-
-
-def crash_folder(folder: Path) -> None:
-    store = open_store("qdrant", folder, {}, create=True)
-    for space in ("a", "b"):
-        store.create_space(space, 8)
-    store.upsert([Document(f"d{i}", "v0", {}) for i in range(40)], {s: np.ones((40, 8)) for s in ("a", "b")})
-    store.close()
-
-
-def consistent(state: tuple, kind: str) -> bool:
-    present, texts, firsts, spaces = state
-    if spaces != ["a", "b"] or present != 40 or len(texts) != 1:
-        return False
-    if kind == "upsert":
-        return True  # random vectors: one text version is the check
-    return all(len(values) == 1 for values in firsts.values()) and (
-        kind == "set_vectors" or len({*firsts["a"], *firsts["b"]}) == 1)
-
-
-@pytest.mark.parametrize("kind", ["upsert", "set_vectors", "delete", "create_space"])
+@pytest.mark.parametrize("kind", ["upsert", "delete", "set_vectors", "create_space"])
 def test_a_killed_writer_leaves_one_committed_state(tmp_path, kind):
-    crash_folder(tmp_path)
-    for seed in range(2):
-        state = run_crash_trial(tmp_path, kind, seed)
-        assert consistent(state, kind), state
+    trials = _load_benchmark()
+    trials.make_folder(tmp_path, "qdrant-edge")
+    rng = random.Random(kind)
+    for _ in range(2):
+        ok, _, found = trials.trial(tmp_path, kind, rng)
+        assert ok, found

@@ -41,11 +41,11 @@ class UndoJournal:
         self._lock.acquire()
         self._handle = open(self.file, "a", encoding="utf-8")
 
-    def record(self, entry: Entry) -> None:
-        """Append ``entry`` durably (a no-op outside a transaction)."""
+    def record(self, *entries: Entry) -> None:
+        """Append ``entries`` durably, with one sync (a no-op outside a transaction)."""
         if self._handle is None:
             return
-        self._handle.write(json.dumps(entry) + "\n")
+        self._handle.write("".join(json.dumps(entry) + "\n" for entry in entries))
         self._handle.flush()
         os.fsync(self._handle.fileno())
 

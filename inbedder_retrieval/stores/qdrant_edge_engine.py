@@ -23,6 +23,7 @@ from .qdrant_store import PointState
 
 PLACEHOLDER = "_inbedder_placeholder"
 CONFIG_FILE = "edge_config.json"
+VERSION_FILE = "version.info"
 
 
 def _edge() -> Any:
@@ -109,11 +110,22 @@ class EdgeEngine:
         if PLACEHOLDER not in dims:
             raise CorruptIndexError(f"{file} does not describe an inbedder Qdrant shard")
         del dims[PLACEHOLDER]
+        self._check_segments()
         return dims
 
-    def _load(self) -> Any:
+    def _check_segments(self) -> None:
+        """Refuse what the engine would silently replace by a new empty segment."""
+        segments = self.folder / "segments"
+        found = sorted(segments.iterdir()) if segments.is_dir() else []
+        if not found:
+            raise CorruptIndexError(f"{segments} is missing or empty: the shard's points are gone")
+        for segment in found:
+            if segment.is_dir() and not (segment / VERSION_FILE).is_file():
+                raise CorruptIndexError(f"{segment / VERSION_FILE} is missing: the segment cannot be read")
+
+    def _load(self, config: Any = None) -> Any:
         try:
-            return self.edge.EdgeShard.load(str(self.folder))
+            return self.edge.EdgeShard.load(str(self.folder), config)
         except BaseException as error:  # plain Exception for failures, PanicException for panics
             if not (type(error) is Exception or _is_engine_failure(error)):
                 raise
@@ -122,7 +134,35 @@ class EdgeEngine:
                     f"{self.folder} is open in another process: embedded Qdrant allows one process per "
                     "folder; use a Qdrant server (url=...) for concurrent access"
                 ) from None
+            if config is None and "config is incompatible with existing segments" in str(error):
+                return self._load(self._config_of_segments())
             raise CorruptIndexError(f"{self.folder} is not a readable Qdrant shard: {error}") from None
+
+    def _config_of_segments(self) -> Any:
+        """The shard config the segments were written with.
+
+        qdrant-edge 0.9.0 does not add or delete a vector name atomically: a writer killed
+        inside ``create_dense_vector`` or ``delete_vector_name`` can leave the shard's config
+        and its segments naming different vectors, and the engine then refuses to load. The
+        segments hold the data, so the shard is loaded with their vector names (the engine
+        rewrites its config); the undo journal and the stamp then settle which names stay.
+        """
+        edge = self.edge
+        names: dict[str, Any] = {}
+        for file in sorted(self.folder.glob("segments/*/segment.json")):
+            try:
+                vectors = json.loads(file.read_text("utf-8"))["config"]["vector_data"]
+                for name, params in vectors.items():
+                    names.setdefault(name, (int(params["size"]), params["distance"]))
+            except (ValueError, KeyError, TypeError) as error:
+                raise CorruptIndexError(f"{file} is truncated or corrupted ({error})") from None
+        if PLACEHOLDER not in names:
+            raise CorruptIndexError(f"{self.folder / 'segments'} holds no inbedder Qdrant segment")
+        self._dims = {name: size for name, (size, _) in names.items() if name != PLACEHOLDER}
+        return edge.EdgeConfig(
+            vectors={name: edge.EdgeVectorParams(size=size, distance=getattr(edge.Distance, distance))
+                     for name, (size, distance) in names.items()},
+            on_disk_payload=True, payload_memory=edge.Memory.Cold)
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """``self.shard.<method>(...)``, with the engine's I/O failures and panics (damaged

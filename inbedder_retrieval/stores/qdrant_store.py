@@ -139,12 +139,14 @@ class QdrantStore(VectorStore):
             self._write_stamp() if create else self._check_stamp()
 
     # -- the stamp of an embedded store ---------------------------------------------------------
-    def _stamp(self) -> dict[str, Any]:
-        return {"points": self.engine.count(), "vectors": {s: self.engine.count(s) for s in sorted(self._dims)}}
+    def _stamp(self, without: str | None = None) -> dict[str, Any]:
+        spaces = sorted(s for s in self._dims if s != without)
+        return {"points": self.engine.count(), "vectors": {s: self.engine.count(s) for s in spaces},
+                "dims": {s: self._dims[s] for s in spaces}}
 
-    def _write_stamp(self) -> None:
+    def _write_stamp(self, without: str | None = None) -> None:
         if self.engine.local:
-            atomic_write_bytes(self.folder / STATE, json.dumps(self._stamp()).encode())
+            atomic_write_bytes(self.folder / STATE, json.dumps(self._stamp(without)).encode())
 
     def _check_stamp(self) -> None:
         """Compare the shard with the stamp of the last commit (or, after a rollback, with
@@ -159,6 +161,7 @@ class QdrantStore(VectorStore):
                 raise CorruptIndexError(f"{file} is missing: the Qdrant shard cannot be checked without it") from None
             except (ValueError, UnicodeDecodeError) as error:
                 raise CorruptIndexError(f"{file} is truncated or corrupted ({error})") from None
+        self._settle_spaces(recorded)
         actual = self._stamp()
         if recorded != actual:
             raise CorruptIndexError(
@@ -167,6 +170,22 @@ class QdrantStore(VectorStore):
             )
         if self._stamp_before is not None:
             self._write_stamp()
+
+    def _settle_spaces(self, recorded: dict[str, Any]) -> None:
+        """Finish vector-name changes that qdrant-edge lost when its writer was killed.
+
+        The stamp is written before a space is dropped and when a creation commits, so it
+        names the committed spaces: one the shard has beyond them is dropped again, an
+        empty one it lacks is created again. Missing vectors stay an error."""
+        committed = recorded.get("vectors", {}) if isinstance(recorded, dict) else {}
+        dims = self._space_dims(refresh=True)
+        for space in set(dims) - set(committed):
+            self._delete_vector(space)
+        for space in set(committed) - set(dims):
+            if committed[space] == 0 and space in recorded.get("dims", {}):
+                self._create_vector(space, recorded["dims"][space])
+        if set(dims) != set(self._space_dims(refresh=True)):
+            self.engine.flush()
 
     # -- transactions ----------------------------------------------------------------------
     @contextmanager
@@ -191,10 +210,11 @@ class QdrantStore(VectorStore):
         if not self._journal.active or not pids:
             return
         found = {p.id: p for p in self.engine.retrieve(pids, payload=True, vectors=True)}
-        for pid in pids:
-            state = found.get(pid)
-            self._journal.record({"point": pid, "payload": dict(state.payload) if state else None,
-                                  "vectors": dict(state.vectors) if state else None})
+        self._journal.record(*(
+            {"point": pid, "payload": dict(found[pid].payload), "vectors": dict(found[pid].vectors)}
+            if pid in found else {"point": pid, "payload": None, "vectors": None}
+            for pid in pids
+        ))
 
     def _undo(self, entries: list[Entry]) -> None:
         """Restore what ``entries`` (newest first) recorded, then persist it."""
@@ -246,9 +266,10 @@ class QdrantStore(VectorStore):
         dims = self._space_dims(refresh=True)
         if space not in dims:
             return
-        if not self._journal.active:  # nothing to undo: one engine call
+        if not self._journal.active:  # nothing to undo: stamp the outcome, then drop
+            self._write_stamp(without=space)
             self._delete_vector(space)
-            self._write_stamp()
+            self.engine.flush()
             return
         offset = None
         while True:
