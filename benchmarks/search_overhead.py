@@ -1,11 +1,13 @@
-"""Search overhead of ``InstructionIndex`` over the raw vector library.
+"""Search overhead of ``InstructionIndex`` over the raw vector library, per backend.
 
 Builds an index of N random unit vectors (one instruction, no model call: the vectors are
-written through the store) and times ``InstructionIndex.search_by_vector`` against a bare
-``faiss.IndexFlatIP.search`` on the same vectors, and the Qdrant store against
-``QdrantClient.query_points`` on the same collection. Prints median latencies and ratios.
+written through the store) and times ``InstructionIndex.search_by_vector`` (plain and with
+a filter matching half the points) against the engine's own search on the same data:
+a bare ``faiss.IndexFlatIP`` for FAISS, ``EdgeShard.query`` for embedded Qdrant
+(qdrant-edge), ``QdrantClient.query_points`` for qdrant-client's local mode (in memory:
+the same pure-Python search as its ``path=`` mode). Prints median latencies and ratios.
 
-    .venv/bin/python benchmarks/search_overhead.py [N] [QUERIES]
+    .venv/bin/python benchmarks/search_overhead.py [N=10000] [QUERIES=200] [BACKENDS=faiss,qdrant-edge,qdrant-client-local]
 """
 
 from __future__ import annotations
@@ -46,9 +48,19 @@ def median_ms(functions, queries, rounds: int = 3) -> list[float]:
     return [1000 * statistics.median(slot) for slot in times]
 
 
-def build(folder: Path, backend: str, vectors: np.ndarray) -> InstructionIndex:
-    options = {"location": ":memory:"} if backend == "qdrant-memory" else {}
-    index = InstructionIndex.create(folder, VectorOnlyModel(), backend=backend.split("-")[0], store_options=options)
+#: benchmark backend -> (index backend, store options)
+BACKENDS = {
+    "faiss": ("faiss", {}),
+    "qdrant-edge": ("qdrant", {}),
+    "qdrant-client-local": ("qdrant", {"location": ":memory:"}),
+}
+
+
+def build(folder: Path, backend: str, vectors: np.ndarray) -> tuple[InstructionIndex, float]:
+    """The index and the seconds its writes took."""
+    name, options = BACKENDS[backend]
+    started = time.perf_counter()
+    index = InstructionIndex.create(folder, VectorOnlyModel(), backend=name, store_options=options)
     space = "bench"
     index.store.create_space(space, DIM)
     index._write_manifest({**index._manifest, "instructions": [
@@ -59,46 +71,56 @@ def build(folder: Path, backend: str, vectors: np.ndarray) -> InstructionIndex:
         index.store.upsert(docs, {space: chunk})
     if hasattr(index.store, "save"):
         index.store.save()
-    return index
+    return index, time.perf_counter() - started
+
+
+def engine_search(index: InstructionIndex, backend: str, vectors: np.ndarray):
+    """The engine's own search, called directly on the index's data."""
+    if backend == "faiss":
+        bare = faiss.IndexFlatIP(DIM)
+        bare.add(vectors)
+        return "IndexFlatIP", lambda q: bare.search(q[None], 10)
+    engine = index.store.engine
+    if backend == "qdrant-edge":
+        edge = engine.edge
+        return "EdgeShard.query", lambda q: engine.shard.query(edge.QueryRequest(
+            limit=10, query=edge.Query.Nearest(q.tolist(), using="bench"), with_payload=True))
+    return "query_points", lambda q: engine.client.query_points(
+        engine.collection, query=q.tolist(), using="bench", limit=10, with_payload=True)
 
 
 def main() -> None:
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
     n_queries = int(sys.argv[2]) if len(sys.argv) > 2 else 200
+    backends = sys.argv[3].split(",") if len(sys.argv) > 3 else list(BACKENDS)
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(count, DIM)).astype("float32")
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     queries = vectors[rng.choice(count, n_queries, replace=False)] + 0.01
     print(f"{count} vectors of dimension {DIM}, {n_queries} queries, k=10, faiss threads={faiss.omp_get_max_threads()}")
+    print("| backend | N | build s | engine search | InstructionIndex | ratio | filter 50% | open s |")
+    print("|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as scratch:
-        bare = faiss.IndexFlatIP(DIM)
-        bare.add(vectors)
-        index = build(Path(scratch) / "faiss", "faiss", vectors)
-        for _ in range(5):  # warm-up
-            bare.search(queries[:1], 10)
-            index.search_by_vector(queries[0], "Q", k=10)
-        wrapped = index.store._indexes["bench"]  # the store's own IndexIDMap2(Flat)
-        raw, idmap, ours, filtered = median_ms([
-            lambda q: bare.search(q[None], 10),
-            lambda q: wrapped.search(q[None], 10),
-            lambda q: index.search_by_vector(q, "Q", k=10),
-            lambda q: index.search_by_vector(q, "Q", k=10, filter={"n": {"$lt": count // 2}}),
-        ], queries)
-        print("| store | bare library | same index object, direct | InstructionIndex | ratio to bare | ratio to direct |")
-        print("|---|---|---|---|---|---|")
-        print(f"| FAISS Flat | {raw:.3f} ms (IndexFlatIP) | {idmap:.3f} ms (IndexIDMap2) | {ours:.3f} ms | "
-              f"{ours / raw:.3f} | {ours / idmap:.3f} |")
-        print(f"| FAISS Flat, filter matching 50% | | | {filtered:.3f} ms | {filtered / raw:.3f} | |")
-        index.close()
-        if count <= 20_000:  # embedded Qdrant warns above 20k points
-            index = build(Path(scratch) / "qdrant", "qdrant", vectors)
-            client, collection = index.store.client, index.store.collection
-            raw, ours = median_ms([
-                lambda q: client.query_points(collection, query=q.tolist(), using="bench", limit=10),
+        for backend in backends:
+            folder = Path(scratch) / backend
+            index, build_s = build(folder, backend, vectors)
+            label, raw_search = engine_search(index, backend, vectors)
+            for query in queries[:5]:  # warm-up
+                raw_search(query)
+                index.search_by_vector(query, "Q", k=10)
+            raw, ours, filtered = median_ms([
+                raw_search,
                 lambda q: index.search_by_vector(q, "Q", k=10),
-            ], queries[:50], rounds=1)
-            print(f"| Qdrant local | {raw:.3f} ms (query_points) | | {ours:.3f} ms | {ours / raw:.3f} | |")
+                lambda q: index.search_by_vector(q, "Q", k=10, filter={"n": {"$lt": count // 2}}),
+            ], queries)
             index.close()
+            open_s = float("nan")
+            if backend != "qdrant-client-local":  # in memory: nothing to reopen
+                started = time.perf_counter()
+                InstructionIndex.open(folder, VectorOnlyModel()).close()
+                open_s = time.perf_counter() - started
+            print(f"| {backend} | {count:,} | {build_s:.1f} | {raw:.3f} ms ({label}) | {ours:.3f} ms | "
+                  f"{ours / raw:.3f} | {filtered:.3f} ms | {open_s:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

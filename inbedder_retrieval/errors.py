@@ -22,3 +22,7 @@ class UnknownInstructionError(InBedderError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the whole message
         return str(self.args[0]) if self.args else ""
+
+
+class UntrustedIndexError(InBedderError):
+    """Opening the index would unpickle data from its folder, which can run code."""

@@ -147,11 +147,15 @@ class InstructionIndex:
         store_options: Mapping[str, Any] | None = None,
         lock_timeout: float = 10.0,
         cache: EmbeddingCache | bool | None = None,
+        trust_index: bool = False,
     ) -> InstructionIndex:
         """Open an existing index; without ``model``, load the model it was built with.
 
         ``store_options`` are merged over the recorded ones (e.g. a Qdrant ``api_key``,
-        which is never written to disk).
+        which is never written to disk). ``trust_index=True`` opens formats that unpickle
+        data from the folder (embedded Qdrant folders of qdrant-client's local mode, made
+        by earlier releases): only for folders you made yourself, since a crafted folder
+        runs code. Opening never creates or rewrites a file of the index.
         """
         path = Path(path)
         manifest = read_manifest(path)
@@ -170,7 +174,7 @@ class InstructionIndex:
                 f"fingerprint {model.fingerprint}) would give incompatible vectors"
             )
         options = {**manifest["store_options"], **(store_options or {})}
-        store = open_store(manifest["backend"], path, options, create=False)
+        store = open_store(manifest["backend"], path, options, create=False, trust_index=trust_index)
         return cls(path, model, store, manifest, lock_timeout=lock_timeout, cache=_cache(cache))
 
     def __enter__(self) -> InstructionIndex:
@@ -363,8 +367,7 @@ class InstructionIndex:
             manifest = dict(self._current_manifest())
             manifest["instructions"] = [s for s in manifest["instructions"] if s["instruction"] != instruction]
             self._write_manifest(manifest)  # from here on the space is an orphan: a crash cannot resurrect it
-            with self.store.transaction():
-                self.store.drop_space(spec.space)
+            self.store.drop_space(spec.space)  # outside a transaction: nothing to undo (the next write drops leftovers)
 
     def save(self) -> None:
         """Persist the derived files again (every write already persists; this is for

@@ -6,25 +6,35 @@ import numpy as np
 import pytest
 
 from inbedder_retrieval.stores import Document, FilterError, open_store
+from inbedder_retrieval.stores.filters import MAX_DEPTH, MAX_TERMS
 
 DIM = 8
-BACKENDS = [("faiss", {}), ("faiss", {"factory": "HNSW16"}), ("qdrant", {})]
+#: (id, backend, options): FAISS index types, embedded Qdrant (qdrant-edge) and
+#: qdrant-client (in memory: the same client code as a server)
+BACKENDS = [
+    ("faiss-Flat", "faiss", {}),
+    ("faiss-HNSW16", "faiss", {"factory": "HNSW16"}),
+    ("qdrant-edge", "qdrant", {}),
+    ("qdrant-client-memory", "qdrant", {"location": ":memory:"}),
+]
 
 
 def unit(rows: np.ndarray) -> np.ndarray:
     return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype("float32")
 
 
-@pytest.fixture(params=BACKENDS, ids=[f"{b}-{o.get('factory', 'Flat')}" for b, o in BACKENDS])
+@pytest.fixture(params=BACKENDS, ids=[b[0] for b in BACKENDS])
 def make_store(request, tmp_path):
-    backend, options = request.param
+    """make() creates the store the first time and opens it afterwards."""
+    name, backend, options = request.param
     opened = []
 
     def make():
-        store = open_store(backend, tmp_path, options)
+        store = open_store(backend, tmp_path, options, create=not opened)
         opened.append(store)
         return store
 
+    make.persistent = "memory" not in name
     yield make
     for store in opened:
         store.close()
@@ -100,6 +110,8 @@ def test_transaction_rolls_back_everything(filled):
 
 
 def test_reopen_gives_the_same_results(filled, make_store):
+    if not make_store.persistent:
+        pytest.skip("an in-memory store does not outlive close()")
     store, _, vectors = filled
     store.save() if hasattr(store, "save") else None
     before = store.search("b", vectors["b"][9], k=5)
@@ -153,7 +165,7 @@ def test_set_vectors_replaces_a_space_without_stale_vectors(filled):
 
 
 def test_faiss_save_rewrites_only_changed_spaces(tmp_path):
-    store = open_store("faiss", tmp_path, {})
+    store = open_store("faiss", tmp_path, {}, create=True)
     store.create_space("a", DIM)
     store.create_space("b", DIM)
     rng = np.random.default_rng(2)
@@ -169,3 +181,121 @@ def test_faiss_save_rewrites_only_changed_spaces(tmp_path):
     again = open_store("faiss", tmp_path, {})
     np.testing.assert_allclose(again.search("b", again.get_vectors("b", ["d0"])["d0"], 1)[0].score, 1.0, atol=1e-5)
     again.close()
+
+
+# -- one filter semantics on every backend ----------------------------------------------------
+TYPED = {
+    "t0": {"flag": True, "n": 1, "s": "1", "tags": ["red", "blue"], "x": 1.0},
+    "t1": {"flag": False, "n": 1.0, "s": "a"},
+    "t2": {"flag": 1, "n": 2, "s": "b", "tags": ["green"], "obj": {"k": 1}},
+    "t3": {"n": "2", "s": "B"},
+    "t4": {},
+    "t5": {"n": None},
+    "t6": {"user": {"country": "FR"}, "n": -3.5},
+}
+ALL = set(TYPED)
+SEMANTICS = [
+    ({"flag": True}, {"t0"}),  # booleans equal booleans only
+    ({"flag": 1}, {"t2"}),
+    ({"flag": False}, {"t1"}),
+    ({"n": 1}, {"t0", "t1"}),  # numbers compare as numbers: 1 == 1.0
+    ({"n": 1.0}, {"t0", "t1"}),
+    ({"n": 2}, {"t2"}),  # never the string "2"
+    ({"n": "2"}, {"t3"}),
+    ({"s": "1"}, {"t0"}),
+    ({"s": "b"}, {"t2"}),  # case-sensitive
+    ({"n": {"$ne": 1}}, ALL - {"t0", "t1"}),  # missing and null fields are "not equal"
+    ({"n": {"$gt": 0}}, {"t0", "t1", "t2"}),  # numeric fields only
+    ({"n": {"$lt": 0}}, {"t6"}),
+    ({"n": {"$gte": 1, "$lte": 1}}, {"t0", "t1"}),
+    ({"n": {"$gt": -4.0, "$lt": 1}}, {"t6"}),
+    ({"tags": "red"}, {"t0"}),  # a list matches when an item does
+    ({"tags": {"$in": ["green", "red"]}}, {"t0", "t2"}),
+    ({"tags": {"$nin": ["red"]}}, ALL - {"t0"}),
+    ({"tags": {"$ne": "red"}}, ALL - {"t0"}),
+    ({"obj": 1}, set()),  # an object matches no value
+    ({"obj.k": 1}, {"t2"}),
+    ({"user.country": "FR"}, {"t6"}),
+    ({"n": {"$in": [2, "2"]}}, {"t2", "t3"}),
+    ({"s": {"$in": ["a", True]}}, {"t1"}),
+    ({"n": {"$nin": [1, 2]}}, {"t3", "t4", "t5", "t6"}),
+    ({"$or": [{"flag": True}, {"n": {"$lt": 0}}]}, {"t0", "t6"}),
+    ({"$and": [{"n": {"$gte": 1}}, {"s": "1"}]}, {"t0"}),
+    ({"flag": True, "n": 1}, {"t0"}),
+    ({"$or": [{"x": 1}, {"s": "B"}]}, {"t0", "t3"}),
+    ({"$or": [{"$and": [{"n": 1}, {"flag": False}]}, {"tags": "green"}]}, {"t1", "t2"}),
+]
+
+
+@pytest.fixture()
+def typed(make_store):
+    store = make_store()
+    store.create_space("a", DIM)
+    vectors = unit(np.random.default_rng(3).normal(size=(len(TYPED), DIM)))
+    store.upsert([Document(i, i, m) for i, m in TYPED.items()], {"a": vectors})
+    return store, vectors[0]
+
+
+@pytest.mark.parametrize(("filter", "expected"), SEMANTICS, ids=[str(f) for f, _ in SEMANTICS])
+def test_filter_semantics_are_the_same_on_every_backend(typed, filter, expected):
+    store, query = typed
+    assert {hit.id for hit in store.search("a", query, 100, filter)} == expected
+
+
+def _nested(depth: int) -> dict:
+    filter: dict = {"n": 1}
+    for _ in range(depth):
+        filter = {"$and": [filter]}
+    return filter
+
+
+BAD_FILTERS = [
+    ({"n": {"$gt": "a"}}, "compares numbers only"),
+    ({"n": {"$lte": True}}, "compares numbers only"),
+    ({"n": float("nan")}, "finite"),
+    ({"n": {"$ne": float("nan")}}, "finite"),
+    ({"n": {"$in": [1, float("inf")]}}, "finite"),
+    ({"n": None}, "must be str, int, float or bool"),
+    ({"n": [1, 2]}, "must be str, int, float or bool"),
+    ({"n": {}}, "empty condition"),
+    ({"n": {"$in": []}}, "non-empty list"),
+    ({"mood\n": "x"}, "Unsupported filter field"),
+    ({"a..b": 1}, "Unsupported filter field"),
+    ({"$not": {"n": 1}}, "Unsupported filter operator"),
+    ({"n": {"$regex": "x"}}, "Unsupported filter operator"),
+    ({}, "non-empty mapping"),
+    (_nested(MAX_DEPTH + 1), "nested too deeply"),
+    (_nested(300), "nested too deeply"),  # not SQLite's parser stack nor a RecursionError
+    ({"n": {"$in": list(range(MAX_TERMS + 1))}}, "too large"),
+    ({"$or": [{"n": i} for i in range(MAX_TERMS + 1)]}, "too large"),
+]
+
+
+@pytest.mark.parametrize(("filter", "match"), BAD_FILTERS, ids=[m + str(i) for i, (_, m) in enumerate(BAD_FILTERS)])
+def test_bad_filters_are_refused_alike(typed, filter, match):
+    store, query = typed
+    with pytest.raises(FilterError, match=match):
+        store.search("a", query, 5, filter)
+
+
+def test_deepest_allowed_filter_works(typed):
+    store, query = typed
+    assert {hit.id for hit in store.search("a", query, 10, _nested(MAX_DEPTH))} == {"t0", "t1"}
+
+
+@pytest.mark.parametrize(("k", "error"), [(0, ValueError), (-1, ValueError), (1.5, TypeError), ("3", TypeError),
+                                          (True, TypeError), (None, TypeError)])
+def test_bad_k_is_refused(typed, k, error):
+    store, query = typed
+    with pytest.raises(error, match="k must be"):
+        store.search("a", query, k)
+
+
+@pytest.mark.parametrize("ids", ["t0", "ab2", b"t0", [None], ["t0", 1], [b"x"], None, 5])
+@pytest.mark.parametrize("method", ["get", "delete", "get_vectors"])
+def test_ids_must_be_a_list_of_str(typed, method, ids):
+    store, _ = typed
+    call = getattr(store, method)
+    with pytest.raises(TypeError):
+        call("a", ids) if method == "get_vectors" else call(ids)
+    assert len(store) == len(TYPED)

@@ -11,34 +11,33 @@ from .base import Document, Filter, Hit, VectorStore
 from .filters import FilterError
 
 
-def _faiss(path: Path, options: dict[str, Any], create: bool | None) -> VectorStore:
+def _faiss(path: Path, options: dict[str, Any], *, create: bool, trust_index: bool) -> VectorStore:
     from .faiss_store import FaissStore
 
-    return FaissStore(path / "faiss-store", create=create, **options)
+    return FaissStore(path / "faiss-store", create=create, **options)  # holds no pickles: nothing to trust
 
 
-def _qdrant(path: Path, options: dict[str, Any], create: bool | None) -> VectorStore:
+def _qdrant(path: Path, options: dict[str, Any], *, create: bool, trust_index: bool) -> VectorStore:
     from .qdrant_store import QdrantStore
 
-    return QdrantStore(path / "qdrant-store", **options)
+    return QdrantStore(path / "qdrant-store", create=create, trust_index=trust_index, **options)
 
 
-#: backend name -> opener(index folder, options, create) -> store
-STORES: MappingProxyType[str, Callable[[Path, dict[str, Any], bool | None], VectorStore]] = MappingProxyType(
-    {"faiss": _faiss, "qdrant": _qdrant}
-)
+#: backend name -> opener(index folder, options, create=, trust_index=) -> store
+STORES: MappingProxyType[str, Callable[..., VectorStore]] = MappingProxyType({"faiss": _faiss, "qdrant": _qdrant})
 
 
-def open_store(backend: str, path: Path, options: dict[str, Any], *, create: bool | None = None) -> VectorStore:
-    """Open or create the ``backend`` store of the index folder ``path``.
+def open_store(backend: str, path: Path, options: dict[str, Any], *, create: bool = False,
+               trust_index: bool = False) -> VectorStore:
+    """Open the ``backend`` store of the index folder ``path`` (``create=True``: make a new one).
 
-    ``create=True``: a new store (its files must not exist); ``False``: an existing one
-    (missing files are ``CorruptIndexError``, nothing is created); ``None``: either."""
+    Opening never creates a store: a missing one is ``CorruptIndexError``. ``trust_index``
+    allows formats that unpickle data (Qdrant folders of qdrant-client's local mode)."""
     try:
         opener = STORES[backend]
     except KeyError:
         raise ValueError(f"Unknown backend {backend!r}; available: {', '.join(STORES)}") from None
-    return opener(path, dict(options), create)
+    return opener(path, dict(options), create=create, trust_index=trust_index)
 
 
 __all__ = ["STORES", "Document", "Filter", "FilterError", "Hit", "VectorStore", "open_store"]

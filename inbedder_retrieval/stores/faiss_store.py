@@ -101,7 +101,9 @@ class FaissStore(VectorStore):
     """FAISS indexes over SQLite documents, in one folder.
 
     Args:
-        path: the folder (created if missing).
+        path: the folder.
+        create: make a new store (its database must not exist yet); else open an existing
+            one, which never writes.
         factory: a FAISS ``index_factory`` string: "Flat" (exact, default), "HNSW32",
             "IVF256,Flat", ... Indexes that need training are trained on the space's
             vectors when they are (re)built.
@@ -113,7 +115,7 @@ class FaissStore(VectorStore):
     backend = "faiss"
 
     def __init__(self, path: str | Path, *, factory: str = "Flat", metric: str = "ip", use_gpu: bool | None = None,
-                 create: bool | None = None) -> None:
+                 create: bool = False) -> None:
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
         self.faiss = _faiss()
@@ -134,13 +136,11 @@ class FaissStore(VectorStore):
         self._data_version = -1
         self._load()
 
-    def _connect(self, db_path: Path, create: bool | None) -> sqlite3.Connection:
-        """Open the database; create it only when asked (``None``: when it is absent).
+    def _connect(self, db_path: Path, create: bool) -> sqlite3.Connection:
+        """Open the database; create it only when asked.
 
         Opening an existing database runs no write (readers never wait for a writer) and
         checks that it is an index database."""
-        if create is None:
-            create = not db_path.exists()
         if create:
             if db_path.exists():
                 raise FileExistsError(f"{db_path} already exists: open the store instead of creating it")
@@ -453,6 +453,7 @@ class FaissStore(VectorStore):
 
     @_damage_is_corruption
     def set_vectors(self, space: str, ids: Sequence[str], vectors: np.ndarray) -> None:
+        ids = check_ids(ids)
         with self.transaction():
             matrix = self._checked(space, vectors, len(ids), self._space_dims()[space])
             known = self._rows_of(list(ids))
@@ -527,7 +528,7 @@ class FaissStore(VectorStore):
 
     @_damage_is_corruption
     def get_vectors(self, space: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
-        ids = list(ids)
+        ids = check_ids(ids)
         with self._lock:
             rows = self._db.execute(
                 "SELECT d.id, v.vector FROM documents d JOIN vectors v ON v.row = d.row AND v.space = ? "
@@ -555,7 +556,7 @@ class FaissStore(VectorStore):
 
     @_damage_is_corruption
     def search(self, space: str, vector: np.ndarray, k: int, filter: Filter | None = None) -> list[Hit]:
-        check_k(k)
+        k = check_k(k)
         with self._lock:
             self._refresh()
             index = self._indexes[space]

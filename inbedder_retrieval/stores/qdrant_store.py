@@ -1,35 +1,52 @@
-"""Qdrant store: one collection per index, one named vector per instruction.
+"""Qdrant store: one collection (or embedded shard) per index, one named vector per instruction.
 
-Embedded local mode by default (``path=``, or ``location=":memory:"``); a server or
-cluster with ``url=`` (and ``api_key=``) through the same code. Qdrant accepts only
-unsigned integer or UUID point ids, so a document id maps to ``uuid5(namespace, id)`` and
-the id itself is kept in the payload with the text and metadata.
+Two engines behind one store (``QdrantEngine``):
 
-Qdrant has no multi-operation transactions; ``transaction()`` keeps an undo journal in a
-local folder: before a point is changed its previous state is appended (and synced) to
-the journal; on error, or when a store finds a journal left by a killed writer, the
-journal is replayed backwards, so the collection returns to its state before the
-transaction.
+* embedded (no ``url``/``location``): Qdrant's own engine in-process through
+  ``qdrant-edge-py`` (``qdrant_edge_engine.py``), in ``<folder>/edge``;
+* ``url=`` (a server or cluster) and ``location=":memory:"``: ``qdrant-client``
+  (``qdrant_client_engine.py``).
+
+Folders written by earlier versions with qdrant-client's local mode (``<folder>/qdrant``,
+points pickled in SQLite) are opened only with ``trust_index=True``: unpickling a file
+from a shared folder can run arbitrary code.
+
+Qdrant accepts only unsigned integer or UUID point ids, so a document id maps to
+``uuid5(namespace, id)`` and the id itself is kept in the payload with the text and
+metadata. Qdrant has no multi-operation transactions: ``transaction()`` keeps an undo
+journal (``journal.py``) in which every write records the previous state of what it
+changes before changing it; a write outside ``transaction()`` is a transaction of its own.
+
+An embedded store also keeps ``state.json``: the number of points and of vectors per
+space after the last commit. Opening compares it with the shard, so shard files that lost
+data (the engine opens some damaged files as an empty shard) give ``CorruptIndexError``
+instead of silently missing documents.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from ..errors import IndexLockedError
+from ..atomic import atomic_write_bytes
+from ..errors import CorruptIndexError, UntrustedIndexError
+from ..validation import check_ids, check_k
 from .base import Document, Filter, Hit, VectorStore
-from .filters import to_qdrant
+from .filters import QdrantTarget, to_qdrant
+from .journal import Entry, UndoJournal
 
 NAMESPACE = uuid.UUID("8a4cb5a4-4d1f-5b6e-9c55-1c7c2b7a6f10")
 JOURNAL = "undo-journal.jsonl"
+STATE = "state.json"
+EDGE_DIR = "edge"
+LEGACY_DIR = "qdrant"  # qdrant-client local mode (pickles)
 
 
 def point_id(doc_id: str) -> str:
@@ -37,165 +54,287 @@ def point_id(doc_id: str) -> str:
     return str(uuid.uuid5(NAMESPACE, doc_id))
 
 
-def _qdrant():
-    try:
-        from qdrant_client import QdrantClient, models
-    except ImportError as error:  # optional dependency
-        raise ImportError("The Qdrant store needs qdrant-client: pip install 'inbedder-retrieval[qdrant]'") from error
-    return QdrantClient, models
+@dataclass(frozen=True)
+class PointState:
+    """A point as the engines exchange it: id, payload (``None``: absent), named vectors."""
+
+    id: str
+    payload: Mapping[str, Any] | None
+    vectors: Mapping[str, list[float]]
+
+
+class QdrantEngine(Protocol):
+    """What the store needs from a Qdrant binding (qdrant-edge or qdrant-client)."""
+
+    where: str
+    target: QdrantTarget
+    native: type
+    local: bool  # only this store's folder reaches the data (embedded): it keeps a stamp
+
+    def dims(self) -> dict[str, int]: ...
+    def create_vector(self, name: str, dim: int) -> None: ...
+    def delete_vector(self, name: str) -> None: ...
+    def retrieve(self, ids: Sequence[str], *, payload: bool | list[str] = True,
+                 vectors: bool | list[str] = False) -> list[PointState]: ...
+    def upsert(self, points: Sequence[PointState]) -> None: ...
+    def update_vectors(self, name: str, rows: Sequence[tuple[str, list[float]]]) -> None: ...
+    def delete(self, ids: Sequence[str]) -> None: ...
+    def scroll(self, limit: int, offset: Any, *, vectors: bool | list[str] = False) -> tuple[list[PointState], Any]: ...
+    def query(self, name: str, vector: list[float], k: int, native: Any) -> list[tuple[Mapping[str, Any], float]]: ...
+    def count(self, vector: str | None = None) -> int: ...
+    def flush(self) -> None: ...
+    def close(self) -> None: ...
+
+
+def _engine(folder: Path, collection: str, *, create: bool, trust_index: bool, url: str | None,
+            api_key: str | None, location: str | None) -> QdrantEngine:
+    from .qdrant_client_engine import ClientEngine
+
+    if url or location:
+        return ClientEngine(collection, create=create, url=url, api_key=api_key, location=location)
+    legacy = folder / LEGACY_DIR
+    if not create and legacy.exists():
+        if not trust_index:
+            raise UntrustedIndexError(
+                f"{legacy} was written by qdrant-client's local mode, which stores points as pickles: "
+                "opening it would unpickle data from the folder, and a crafted file can run arbitrary code. "
+                "If you made this index yourself, open it with trust_index=True (InstructionIndex.open(..., "
+                "trust_index=True)); otherwise rebuild it (the embedded Qdrant backend now uses qdrant-edge, "
+                "which writes no pickles)."
+            )
+        return ClientEngine(collection, create=False, path=legacy)
+    from .qdrant_edge_engine import EdgeEngine
+
+    return EdgeEngine(folder / EDGE_DIR, create=create)
 
 
 class QdrantStore(VectorStore):
     """Documents as Qdrant points with one named vector per space.
 
     Args:
-        journal_dir: local folder for the undo journal (and, without ``url``/``location``,
-            the embedded storage under ``journal_dir / "qdrant"``).
-        collection: collection name.
+        folder: the store's folder: the undo journal and, when embedded, the shard.
+        create: make a new store (a new shard or collection); otherwise open an existing
+            one, and a missing one is ``CorruptIndexError``: opening never creates data.
+        collection: collection name on a server.
         url, api_key: a Qdrant server or cluster (the key is never written to disk).
-        location: ``":memory:"`` for a throw-away embedded store.
+        location: ``":memory:"`` for a throw-away store.
+        trust_index: allow opening a folder written by qdrant-client's local mode (pickles).
     """
 
     backend = "qdrant"
 
-    def __init__(self, journal_dir: str | Path, *, collection: str = "inbedder", url: str | None = None,
-                 api_key: str | None = None, location: str | None = None) -> None:
-        QdrantClient, self.models = _qdrant()
-        self.folder = Path(journal_dir)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.collection = collection
-        if url or location:
-            self.client = QdrantClient(url=url, api_key=api_key, location=location)
+    def __init__(self, folder: str | Path, *, create: bool = False, collection: str = "inbedder",
+                 url: str | None = None, api_key: str | None = None, location: str | None = None,
+                 trust_index: bool = False) -> None:
+        self.folder = Path(folder)
+        if create:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        self.engine = _engine(self.folder, collection, create=create, trust_index=trust_index, url=url,
+                              api_key=api_key, location=location)
+        self._dims = self.engine.dims()
+        self._journal = UndoJournal(self.folder / JOURNAL)
+        self._stamp_before: dict[str, Any] | None = None  # set by replaying a journal's "before" entry
+        self._journal.recover(self._undo)  # a journal left by a killed writer
+        if self.engine.local:
+            self._write_stamp() if create else self._check_stamp()
+
+    # -- the stamp of an embedded store ---------------------------------------------------------
+    def _stamp(self, without: str | None = None) -> dict[str, Any]:
+        spaces = sorted(s for s in self._dims if s != without)
+        return {"points": self.engine.count(), "vectors": {s: self.engine.count(s) for s in spaces},
+                "dims": {s: self._dims[s] for s in spaces}}
+
+    def _write_stamp(self, without: str | None = None) -> None:
+        if self.engine.local:
+            atomic_write_bytes(self.folder / STATE, json.dumps(self._stamp(without)).encode())
+
+    def _check_stamp(self) -> None:
+        """Compare the shard with the stamp of the last commit (or, after a rollback, with
+        the state the rolled-back journal started from), then record it."""
+        file = self.folder / STATE
+        if self._stamp_before is not None:
+            recorded = self._stamp_before
         else:
             try:
-                self.client = QdrantClient(path=str(self.folder / "qdrant"))
-            except RuntimeError as error:
-                raise IndexLockedError(
-                    f"{self.folder / 'qdrant'} is open in another process: embedded Qdrant allows one process "
-                    "per folder; use a Qdrant server (url=...) for concurrent access"
-                ) from error
-        if not self.client.collection_exists(collection):
-            self.client.create_collection(collection, vectors_config={})
-        self._journal: Any = None
-        self._roll_back()  # a journal left by a killed writer
+                recorded = json.loads(file.read_text("utf-8"))
+            except FileNotFoundError:
+                raise CorruptIndexError(f"{file} is missing: the Qdrant shard cannot be checked without it") from None
+            except (ValueError, UnicodeDecodeError) as error:
+                raise CorruptIndexError(f"{file} is truncated or corrupted ({error})") from None
+        self._settle_spaces(recorded)
+        actual = self._stamp()
+        if recorded != actual:
+            raise CorruptIndexError(
+                f"{self.engine.where} holds {actual} but {file} recorded {recorded} at the last commit: "
+                "files of the Qdrant shard are damaged or were changed outside this library"
+            )
+        if self._stamp_before is not None:
+            self._write_stamp()
+
+    def _settle_spaces(self, recorded: dict[str, Any]) -> None:
+        """Finish vector-name changes that qdrant-edge lost when its writer was killed.
+
+        The stamp is written before a space is dropped and when a creation commits, so it
+        names the committed spaces: one the shard has beyond them is dropped again, an
+        empty one it lacks is created again. Missing vectors stay an error."""
+        committed = recorded.get("vectors", {}) if isinstance(recorded, dict) else {}
+        dims = self._space_dims(refresh=True)
+        for space in set(dims) - set(committed):
+            self._delete_vector(space)
+        for space in set(committed) - set(dims):
+            if committed[space] == 0 and space in recorded.get("dims", {}):
+                self._create_vector(space, recorded["dims"][space])
+        if set(dims) != set(self._space_dims(refresh=True)):
+            self.engine.flush()
 
     # -- transactions ----------------------------------------------------------------------
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        if self._journal is not None:  # nested: the outer transaction owns the journal
+        if self._journal.active:  # nested: the outer transaction owns the journal
             yield
             return
-        self._journal = open(self.folder / JOURNAL, "a", encoding="utf-8")
+        self._journal.begin()
         try:
+            if self.engine.local:
+                self._journal.record({"before": self._stamp()})
             yield
+            self.engine.flush()
+            self._write_stamp()
         except BaseException:
-            self._journal.close()
-            self._journal = None
-            self._roll_back()
+            self._journal.roll_back(self._undo)
             raise
-        self._journal.close()
-        self._journal = None
-        (self.folder / JOURNAL).unlink()
+        self._journal.commit()
 
-    def _record(self, entry: dict[str, Any]) -> None:
-        if self._journal is None:
+    def _record_points(self, pids: Sequence[str]) -> None:
+        """Journal the current state of these points (or their absence)."""
+        if not self._journal.active or not pids:
             return
-        self._journal.write(json.dumps(entry) + "\n")
-        self._journal.flush()
-        os.fsync(self._journal.fileno())
+        found = {p.id: p for p in self.engine.retrieve(pids, payload=True, vectors=True)}
+        self._journal.record(*(
+            {"point": pid, "payload": dict(found[pid].payload), "vectors": dict(found[pid].vectors)}
+            if pid in found else {"point": pid, "payload": None, "vectors": None}
+            for pid in pids
+        ))
 
-    def _record_points(self, ids: Sequence[str]) -> None:
-        """Journal the current state of these documents (or their absence)."""
-        if self._journal is None or not ids:
-            return
-        existing = {record.payload["id"]: record for record in self.client.retrieve(
-            self.collection, [point_id(i) for i in ids], with_payload=True, with_vectors=True)}
-        for doc_id in ids:
-            record = existing.get(doc_id)
-            self._record({"point": doc_id, "payload": record.payload if record else None,
-                          "vector": record.vector if record else None})
+    def _undo(self, entries: list[Entry]) -> None:
+        """Restore what ``entries`` (newest first) recorded, then persist it."""
+        for entry in entries:
+            self._undo_one(entry)
+        self.engine.flush()
 
-    def _roll_back(self) -> None:
-        file = self.folder / JOURNAL
-        if not file.exists():
-            return
-        entries = []
-        for line in file.read_text("utf-8").splitlines():
-            try:
-                entries.append(json.loads(line))
-            except json.JSONDecodeError:  # the last line of a killed writer: its change never ran
-                break
-        models = self.models
-        for entry in reversed(entries):
-            if "space" in entry:
-                if entry["space"] in self.spaces():
-                    self.client.delete_vector_name(self.collection, entry["space"])
-            elif entry["payload"] is None:
-                self.client.delete(self.collection, models.PointIdsList(points=[point_id(entry["point"])]))
-            else:
-                self.client.upsert(self.collection, [models.PointStruct(
-                    id=point_id(entry["point"]), vector=entry["vector"], payload=entry["payload"])])
-        file.unlink()
+    def _undo_one(self, entry: Entry) -> None:
+        if "before" in entry:  # the stamp the transaction started from
+            self._stamp_before = entry["before"]
+        elif "created" in entry:
+            if entry["created"] in self._space_dims(refresh=True):
+                self._delete_vector(entry["created"])
+        elif "dropped" in entry:
+            if entry["dropped"] not in self._space_dims(refresh=True):
+                self._create_vector(entry["dropped"], entry["dim"])
+        elif entry["payload"] is None:
+            self.engine.delete([entry["point"]])
+        else:
+            vectors = {k: v for k, v in entry["vectors"].items() if k in self._dims}
+            self.engine.upsert([PointState(entry["point"], entry["payload"], vectors)])
 
     # -- spaces ---------------------------------------------------------------------------
+    def _space_dims(self, refresh: bool = False) -> dict[str, int]:
+        if refresh:
+            self._dims = self.engine.dims()
+        return self._dims
+
+    def _create_vector(self, space: str, dim: int) -> None:
+        self.engine.create_vector(space, dim)
+        self._dims = {**self._dims, space: int(dim)}
+
+    def _delete_vector(self, space: str) -> None:
+        self.engine.delete_vector(space)
+        self._dims = {k: v for k, v in self._dims.items() if k != space}
+
     def spaces(self) -> list[str]:
-        vectors = self.client.get_collection(self.collection).config.params.vectors or {}
-        return sorted(vectors) if isinstance(vectors, Mapping) else []
+        return sorted(self._space_dims(refresh=True))
 
     def create_space(self, space: str, dim: int) -> None:
-        self.drop_space(space)
-        self._record({"space": space})
-        models = self.models
-        self.client.create_vector_name(self.collection, space, models.DenseVectorNameConfig(
-            dense=models.DenseVectorConfig(size=int(dim), distance=models.Distance.COSINE)))
+        with self.transaction():
+            self.drop_space(space)
+            self._journal.record({"created": space})
+            self._create_vector(space, dim)
 
     def drop_space(self, space: str) -> None:
-        if space in self.spaces():
-            self.client.delete_vector_name(self.collection, space)
-
-    def _dims(self) -> dict[str, int]:
-        vectors = self.client.get_collection(self.collection).config.params.vectors or {}
-        return {name: params.size for name, params in vectors.items()}
+        """Remove a space. Inside a transaction every point holding a vector of it is
+        journaled first (costly on a large space: the index drops spaces outside one)."""
+        dims = self._space_dims(refresh=True)
+        if space not in dims:
+            return
+        if not self._journal.active:  # nothing to undo: stamp the outcome, then drop
+            self._write_stamp(without=space)
+            self._delete_vector(space)
+            self.engine.flush()
+            return
+        offset = None
+        while True:
+            points, offset = self.engine.scroll(512, offset, vectors=True)
+            self._record_points([p.id for p in points if space in p.vectors])
+            if offset is None:
+                break
+        self._journal.record({"dropped": space, "dim": dims[space]})
+        self._delete_vector(space)
 
     # -- writes ---------------------------------------------------------------------------
+    @staticmethod
+    def _checked(space: str, matrix: np.ndarray, count: int, dim: int) -> np.ndarray:
+        matrix = np.asarray(matrix, dtype="float32")
+        if matrix.shape != (count, dim):
+            raise ValueError(f"space {space!r} needs a ({count}, {dim}) matrix, got {matrix.shape}")
+        if not np.isfinite(matrix).all():
+            raise ValueError(f"space {space!r}: vectors must be finite (got NaN or infinity)")
+        return matrix
+
     def upsert(self, documents: Sequence[Document], vectors: Mapping[str, np.ndarray]) -> None:
-        dims = self._dims()
+        with self.transaction():
+            self._upsert(documents, vectors)
+
+    def _upsert(self, documents: Sequence[Document], vectors: Mapping[str, np.ndarray]) -> None:
+        check_ids([doc.id for doc in documents], "document ids")
+        dims = self._space_dims(refresh=True)
         if set(vectors) != set(dims):
             raise ValueError(f"upsert needs vectors for every space {sorted(dims)}, got {sorted(vectors)}")
-        for space, matrix in vectors.items():
-            if np.shape(matrix) != (len(documents), dims[space]):
-                raise ValueError(f"space {space!r} needs a ({len(documents)}, {dims[space]}) matrix, got {np.shape(matrix)}")
-        self._record_points([doc.id for doc in documents])
+        matrices = {space: self._checked(space, m, len(documents), dims[space]) for space, m in vectors.items()}
         points = [
-            self.models.PointStruct(
-                id=point_id(doc.id),
-                vector={space: np.asarray(matrix[row], dtype="float32").tolist() for space, matrix in vectors.items()},
-                payload={"id": doc.id, "text": doc.text, "metadata": dict(doc.metadata)},
-            )
+            PointState(point_id(doc.id), {"id": doc.id, "text": doc.text, "metadata": dict(doc.metadata)},
+                       {space: matrix[row].tolist() for space, matrix in matrices.items()})
             for row, doc in enumerate(documents)
         ]
-        self.client.upsert(self.collection, points)
+        self._record_points([p.id for p in points])
+        if points:
+            self.engine.upsert(points)
 
     def set_vectors(self, space: str, ids: Sequence[str], vectors: np.ndarray) -> None:
-        dim = self._dims()[space]
-        if np.shape(vectors) != (len(ids), dim):
-            raise ValueError(f"space {space!r} needs a ({len(ids)}, {dim}) matrix, got {np.shape(vectors)}")
+        with self.transaction():
+            self._set_vectors(space, ids, vectors)
+
+    def _set_vectors(self, space: str, ids: Sequence[str], vectors: np.ndarray) -> None:
+        ids = check_ids(ids)
+        dims = self._space_dims(refresh=True)
+        if space not in dims:
+            raise KeyError(f"no vector space {space!r}")
+        matrix = self._checked(space, vectors, len(ids), dims[space])
         missing = [doc_id for doc_id, doc in zip(ids, self.get(ids)) if doc is None]
         if missing:
             raise KeyError(f"set_vectors: no documents with ids {missing[:5]}")
-        self._record_points(list(ids))
-        self.client.update_vectors(self.collection, [
-            self.models.PointVectors(id=point_id(doc_id), vector={space: np.asarray(row, dtype="float32").tolist()})
-            for doc_id, row in zip(ids, vectors)
-        ])
+        pids = [point_id(doc_id) for doc_id in ids]
+        self._record_points(pids)
+        if pids:
+            self.engine.update_vectors(space, list(zip(pids, matrix.tolist())))
 
     def delete(self, ids: Sequence[str]) -> int:
-        ids = list(ids)
         present = [doc for doc in self.get(ids) if doc is not None]
-        if present:
-            self._record_points([doc.id for doc in present])
-            self.client.delete(self.collection, self.models.PointIdsList(points=[point_id(doc.id) for doc in present]))
-        return len(present)
+        pids = list(dict.fromkeys(point_id(doc.id) for doc in present))
+        if pids:
+            with self.transaction():
+                self._record_points(pids)
+                self.engine.delete(pids)
+        return len(pids)
 
     # -- reads ----------------------------------------------------------------------------
     @staticmethod
@@ -203,37 +342,40 @@ class QdrantStore(VectorStore):
         return Document(payload["id"], payload["text"], payload.get("metadata") or {})
 
     def get(self, ids: Sequence[str]) -> list[Document | None]:
-        ids = list(ids)
+        ids = check_ids(ids)
         if not ids:
             return []
-        found = {record.payload["id"]: self._document(record.payload)
-                 for record in self.client.retrieve(self.collection, [point_id(i) for i in ids], with_payload=True)}
+        found = {p.payload["id"]: self._document(p.payload)
+                 for p in self.engine.retrieve(list(dict.fromkeys(map(point_id, ids))))}
         return [found.get(doc_id) for doc_id in ids]
 
     def get_vectors(self, space: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
-        records = self.client.retrieve(self.collection, [point_id(i) for i in ids], with_payload=["id"], with_vectors=[space])
-        return {record.payload["id"]: np.asarray(record.vector[space], dtype="float32")
-                for record in records if record.vector and space in record.vector}
+        ids = check_ids(ids)
+        if not ids:
+            return {}
+        points = self.engine.retrieve([point_id(i) for i in ids], payload=["id"], vectors=[space])
+        return {p.payload["id"]: np.asarray(p.vectors[space], dtype="float32") for p in points if space in p.vectors}
 
     def iter_documents(self, batch_size: int = 256) -> Iterator[list[Document]]:
         offset = None
         while True:
-            records, offset = self.client.scroll(self.collection, limit=batch_size, offset=offset, with_payload=True)
-            if records:
-                yield [self._document(record.payload) for record in records]
+            points, offset = self.engine.scroll(batch_size, offset)
+            if points:
+                yield [self._document(p.payload) for p in points]
             if offset is None:
                 return
 
     def search(self, space: str, vector: np.ndarray, k: int, filter: Filter | None = None) -> list[Hit]:
-        native = filter if isinstance(filter, self.models.Filter) or filter is None else to_qdrant(filter)
-        points = self.client.query_points(
-            self.collection, query=np.asarray(vector, dtype="float32").tolist(), using=space,
-            query_filter=native, limit=k, with_payload=True,
-        ).points
-        return [Hit(p.payload["id"], p.payload["text"], p.payload.get("metadata") or {}, float(p.score)) for p in points]
+        k = check_k(k)
+        if space not in self._dims and space not in self._space_dims(refresh=True):
+            raise KeyError(f"no vector space {space!r}")
+        engine = self.engine
+        native = filter if filter is None or isinstance(filter, engine.native) else to_qdrant(filter, engine.target)
+        hits = engine.query(space, np.asarray(vector, dtype="float32").tolist(), k, native)
+        return [Hit(p["id"], p["text"], p.get("metadata") or {}, score) for p, score in hits]
 
     def __len__(self) -> int:
-        return self.client.count(self.collection, exact=True).count
+        return self.engine.count()
 
     def close(self) -> None:
-        self.client.close()
+        self.engine.close()

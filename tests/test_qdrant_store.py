@@ -1,0 +1,283 @@
+"""The Qdrant store: nothing unpickled from a folder, damaged shards refused, crashes undone."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import random
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inbedder_retrieval.errors import CorruptIndexError, IndexLockedError, UntrustedIndexError
+from inbedder_retrieval.stores import Document, open_store
+from inbedder_retrieval.stores.qdrant_store import EDGE_DIR, JOURNAL, STATE
+
+DIM = 8
+
+
+def unit(rows: np.ndarray) -> np.ndarray:
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype("float32")
+
+
+class _Planted:
+    """Unpickling this creates ``marker``: what a crafted pickle in a shared folder could do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def legacy_folder(store_folder: Path, marker: Path) -> Path:
+    """A store folder as qdrant-client's local mode wrote it, with one point replaced by a
+    crafted pickle."""
+    from qdrant_client import QdrantClient, models
+
+    client = QdrantClient(path=str(store_folder / "qdrant"))
+    client.create_collection("inbedder", vectors_config={"a": models.VectorParams(size=4, distance=models.Distance.COSINE)})
+    client.upsert("inbedder", [models.PointStruct(id=1, vector={"a": [1.0, 0, 0, 0]},
+                                                  payload={"id": "x", "text": "t", "metadata": {}})])
+    client.close()
+    database = store_folder / "qdrant" / "collection" / "inbedder" / "storage.sqlite"
+    with sqlite3.connect(database) as db:
+        db.execute("UPDATE points SET point = ?", (pickle.dumps(_Planted(marker)),))
+    return database
+
+
+def test_a_local_mode_folder_is_refused_and_nothing_is_unpickled(tmp_path):
+    marker = tmp_path / "code-ran"
+    database = legacy_folder(tmp_path / "qdrant-store", marker)
+    before = database.read_bytes()
+    with pytest.raises(UntrustedIndexError, match="pickles.*trust_index=True.*rebuild"):
+        open_store("qdrant", tmp_path, {})
+    assert not marker.exists() and database.read_bytes() == before
+    assert not (tmp_path / "qdrant-store" / EDGE_DIR).exists()  # and no new shard beside it
+    # what the default protects from: trusting the folder unpickles the planted object
+    with pytest.raises(Exception):  # noqa: B017 - qdrant-client fails on the planted object after loading it
+        open_store("qdrant", tmp_path, {}, trust_index=True)
+    assert marker.exists()
+
+
+def test_instruction_index_open_refuses_a_local_mode_folder(tmp_path, tiny_model_dir):
+    from inbedder_retrieval import InBedder
+    from inbedder_retrieval.index import MANIFEST, InstructionIndex
+
+    model = InBedder.from_pretrained(tiny_model_dir("llama"), device="cpu")
+    InstructionIndex.create(tmp_path / "idx", model).close()  # a FAISS manifest, then made a local-mode one
+    manifest = json.loads((tmp_path / "idx" / MANIFEST).read_text())
+    (tmp_path / "idx" / MANIFEST).write_text(json.dumps({**manifest, "backend": "qdrant"}))
+    shutil.rmtree(tmp_path / "idx" / "faiss-store")
+    marker = tmp_path / "code-ran"
+    legacy_folder(tmp_path / "idx" / "qdrant-store", marker)
+    with pytest.raises(UntrustedIndexError, match="trust_index=True"):
+        InstructionIndex.open(tmp_path / "idx", model)
+    assert not marker.exists()
+
+
+def test_qdrant_edge_files_hold_no_pickles(tmp_path):
+    store = open_store("qdrant", tmp_path, {}, create=True)
+    store.create_space("a", DIM)
+    rng = np.random.default_rng(0)
+    store.upsert([Document(f"d{i}", f"text {i}", {"n": i, "tags": ["x"]}) for i in range(50)],
+                 {"a": unit(rng.normal(size=(50, DIM)))})
+    store.close()
+    for file in (tmp_path / "qdrant-store").rglob("*"):
+        if file.is_file():
+            data = file.read_bytes()
+            # protocol 2-5 pickles start with PROTO; protocol 0/1 ones end with STOP after a GLOBAL
+            assert not any(data.startswith(bytes([0x80, proto])) for proto in range(2, 6)), file
+            assert b"c__builtin__" not in data and b"cbuiltins" not in data, file
+
+
+# -- creating versus opening; damage ---------------------------------------------------------
+def _filled(folder: Path) -> dict[str, np.ndarray]:
+    store = open_store("qdrant", folder, {}, create=True)
+    store.create_space("a", DIM)
+    store.create_space("b", DIM)
+    rng = np.random.default_rng(1)
+    vectors = {s: unit(rng.normal(size=(30, DIM))) for s in ("a", "b")}
+    store.upsert([Document(f"d{i}", f"text {i}", {"n": i}) for i in range(30)], vectors)
+    store.close()
+    return vectors
+
+
+def test_opening_never_creates_a_store(tmp_path):
+    with pytest.raises(CorruptIndexError, match="is missing"):
+        open_store("qdrant", tmp_path, {})
+    assert not (tmp_path / "qdrant-store").exists()
+    _filled(tmp_path)
+    with pytest.raises(FileExistsError):
+        open_store("qdrant", tmp_path, {}, create=True)
+
+
+def _segment_file(shard: Path, name: str) -> Path:
+    return next(shard.glob(f"segments/*/{name}"))
+
+
+def _missing(path: Path) -> None:
+    shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def _empty(path: Path) -> None:
+    path.write_bytes(b"")
+
+
+def _garbled(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[:64] = bytes(range(200, 256)) + bytes(8)
+    path.write_bytes(bytes(data[: max(len(data), 64)]))
+
+
+# (what, file under qdrant-store/, damage, message): each must end in CorruptIndexError
+DAMAGE = [
+    ("shard folder", lambda s: s / EDGE_DIR, _missing, "is missing"),
+    ("engine config", lambda s: s / EDGE_DIR / "edge_config.json", _missing, "edge_config.json is missing"),
+    ("engine config", lambda s: s / EDGE_DIR / "edge_config.json", _empty, "edge_config.json is truncated"),
+    ("engine config", lambda s: s / EDGE_DIR / "edge_config.json", _garbled, "edge_config.json is truncated"),
+    ("id tracker", lambda s: _segment_file(s / EDGE_DIR, "mutable_id_tracker.mappings"), _missing, "state.json recorded"),
+    ("id tracker", lambda s: _segment_file(s / EDGE_DIR, "mutable_id_tracker.mappings"), _empty, "state.json recorded"),
+    ("id tracker", lambda s: _segment_file(s / EDGE_DIR, "mutable_id_tracker.versions"), _missing, "state.json recorded"),
+    ("payload pages", lambda s: _segment_file(s / EDGE_DIR, "payload_storage/page_0.dat"), _missing, "not a readable"),
+    ("payload pages", lambda s: _segment_file(s / EDGE_DIR, "payload_storage/page_0.dat"), _empty, "is damaged"),
+    ("payload tracker", lambda s: _segment_file(s / EDGE_DIR, "payload_storage/tracker.dat"), _empty, "not a readable"),
+    ("segment config", lambda s: _segment_file(s / EDGE_DIR, "segment.json"), _missing, "not a readable"),
+    ("segment config", lambda s: _segment_file(s / EDGE_DIR, "segment.json"), _garbled, "not a readable"),
+    ("vector config", lambda s: _segment_file(s / EDGE_DIR, "vector_storage-a/vectors/config.json"), _missing,
+     "not a readable"),
+    ("stamp", lambda s: s / STATE, _missing, "state.json is missing"),
+    ("stamp", lambda s: s / STATE, _garbled, "state.json is truncated"),
+]
+
+
+def _read_everything(folder: Path, vectors: dict[str, np.ndarray]) -> None:
+    """Open the store and check every document, vector and search result."""
+    store = open_store("qdrant", folder, {})
+    try:
+        ids = [f"d{i}" for i in range(30)]
+        assert len(store) == 30 and store.spaces() == ["a", "b"]
+        assert [doc.text for doc in store.get(ids)] == [f"text {i}" for i in range(30)]
+        for space, matrix in vectors.items():
+            assert [store.search(space, matrix[i], 1)[0].id for i in range(30)] == ids
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(("what", "locate", "damage", "match"), DAMAGE,
+                         ids=[f"{w}-{d.__name__[1:]}" for w, _, d, _ in DAMAGE])
+def test_damaged_shard_files_give_a_typed_error_or_the_right_answers(tmp_path, what, locate, damage, match):
+    """The engine repairs some damage itself (from its write-ahead log); everything else is
+    ``CorruptIndexError``, never a store that opens with documents missing."""
+    vectors = _filled(tmp_path)
+    damage(locate(tmp_path / "qdrant-store"))
+    try:
+        _read_everything(tmp_path, vectors)
+    except CorruptIndexError as error:
+        assert re.search(match, str(error)), error
+
+
+@pytest.mark.parametrize(("locate", "damage", "match"), [
+    (lambda s: s / EDGE_DIR, _missing, "is missing"),
+    (lambda s: s / EDGE_DIR / "edge_config.json", _garbled, "edge_config.json is truncated"),
+    (lambda s: s / STATE, _missing, "state.json is missing"),
+    (lambda s: s / STATE, _garbled, "state.json is truncated"),
+    (lambda s: s / EDGE_DIR / "segments", _missing, "segments is missing or empty"),  # not a new empty segment
+    (lambda s: _segment_file(s / EDGE_DIR, "version.info"), _missing, "version.info is missing"),
+])
+def test_files_the_store_reads_first_are_always_checked(tmp_path, locate, damage, match):
+    _filled(tmp_path)
+    damage(locate(tmp_path / "qdrant-store"))
+    with pytest.raises(CorruptIndexError, match=match):
+        open_store("qdrant", tmp_path, {})
+
+
+def test_opening_a_damaged_shard_adds_no_files(tmp_path):
+    _filled(tmp_path)
+    shutil.rmtree(tmp_path / "qdrant-store" / EDGE_DIR / "segments")
+    before = sorted((tmp_path / "qdrant-store").rglob("*"))
+    with pytest.raises(CorruptIndexError):
+        open_store("qdrant", tmp_path, {})
+    assert sorted((tmp_path / "qdrant-store").rglob("*")) == before
+
+
+@pytest.mark.xfail(strict=True, reason="qdrant-edge 0.9.0 keeps no checksum of its vector storage: garbled "
+                   "vectors are read as they are (see the damage table in the README)")
+def test_garbled_vector_storage_is_detected(tmp_path):
+    vectors = _filled(tmp_path)
+    _garbled(_segment_file(tmp_path / "qdrant-store" / EDGE_DIR, "vector_storage-a/vectors/chunk_0.mmap"))
+    with pytest.raises(CorruptIndexError):
+        _read_everything(tmp_path, vectors)
+
+
+def test_an_emptied_id_tracker_is_not_an_empty_index(tmp_path):
+    """After a flush the engine keeps points only in the segment: losing its id tracker
+    opens an empty shard, which the stamp catches."""
+    vectors = _filled(tmp_path)
+    store = open_store("qdrant", tmp_path, {})
+    store.upsert([Document("d0", "text 0", {"n": 0})], {s: v[:1] for s, v in vectors.items()})
+    store.delete(["d1"])
+    store.close()
+    _missing(_segment_file(tmp_path / "qdrant-store" / EDGE_DIR, "mutable_id_tracker.mappings"))
+    with pytest.raises(CorruptIndexError, match="state.json recorded"):
+        open_store("qdrant", tmp_path, {})
+
+
+def test_a_journal_left_by_a_dead_writer_is_rolled_back_torn_line_and_all(tmp_path):
+    vectors = _filled(tmp_path)
+    store = open_store("qdrant", tmp_path, {})
+    transaction = store.transaction()
+    transaction.__enter__()  # a writer that dies inside its transaction ...
+    store.delete(["d3"])
+    store.upsert([Document("new", "new", {})], {s: v[:1] for s, v in vectors.items()})
+    store._journal._handle.write('{"point": "torn')  # ... while journaling a third change
+    store._journal._handle.flush()
+    store.engine.close()  # what the kernel does for a killed process: files closed, locks gone
+    store._journal._lock.release()
+    again = open_store("qdrant", tmp_path, {})
+    assert len(again) == 30 and again.get(["d3", "new"]) == [Document("d3", "text 3", {"n": 3}), None]
+    assert again.search("a", vectors["a"][3], 1)[0].id == "d3"
+    assert not (tmp_path / "qdrant-store" / JOURNAL).exists()
+    again.close()
+    assert open_store("qdrant", tmp_path, {}).get(["d3"])[0].text == "text 3"  # and the stamp agrees
+
+
+def test_a_second_process_gets_index_locked_error(tmp_path):
+    _filled(tmp_path)
+    store = open_store("qdrant", tmp_path, {})
+    child = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+        from inbedder_retrieval.stores import open_store
+        open_store("qdrant", __import__("pathlib").Path({str(tmp_path)!r}), {{}})
+    """)], capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert child.returncode != 0 and "IndexLockedError" in child.stderr and "use a Qdrant server" in child.stderr
+    assert IndexLockedError.__name__ in child.stderr and len(store) == 30
+    store.close()
+
+
+# -- crashes ---------------------------------------------------------------------------------
+def _load_benchmark():
+    """benchmarks/crash_trials.py: the same child, state and check as the 20-trial runs."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("crash_trials", Path(__file__).parents[1] / "benchmarks" / "crash_trials.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("kind", ["upsert", "delete", "set_vectors", "create_space"])
+def test_a_killed_writer_leaves_one_committed_state(tmp_path, kind):
+    trials = _load_benchmark()
+    trials.make_folder(tmp_path, "qdrant-edge")
+    rng = random.Random(kind)
+    for _ in range(2):
+        ok, _, found = trials.trial(tmp_path, kind, rng)
+        assert ok, found
