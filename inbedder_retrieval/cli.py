@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import __version__
 from .errors import InBedderError
 from .evaluation.hub import HUB_SETS
 
@@ -354,6 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="inbedder",
         description="Instruction-aware text embedding: embed texts as answers to a question about them.",
     )
+    parser.add_argument("--version", action="version", version=f"inbedder {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     models = commands.add_parser("models", help="list the known models", description="List the model registry.")

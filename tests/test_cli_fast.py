@@ -1,0 +1,55 @@
+"""The ``inbedder`` command stays light: help, version and the model list never import
+torch or transformers (each case runs in a fresh interpreter)."""
+
+import subprocess
+import sys
+
+import pytest
+
+from inbedder_retrieval.cli import build_parser
+
+HEAVY = ("torch", "transformers", "sentence_transformers", "sklearn", "faiss", "qdrant_client")
+COMMANDS = [[], ["models"], ["embed"], ["answer"], ["demo"], ["train"], ["distill"], ["cluster"], ["eval"],
+            ["index"], ["index", "create"], ["index", "add"], ["index", "add-instruction"],
+            ["index", "remove-instruction"], ["index", "delete"], ["index", "info"], ["index", "verify"], ["search"]]
+
+
+def _imported_after(argv: list[str]) -> list[str]:
+    code = (
+        "import sys\nfrom inbedder_retrieval.cli import main\n"
+        f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+        f"print(' '.join(m for m in {HEAVY!r} if m in sys.modules), file=sys.stderr)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    return done.stderr.strip().splitlines()[-1].split() if done.stderr.strip() else []
+
+
+@pytest.mark.parametrize("argv", [[*command, "--help"] for command in COMMANDS] + [["--version"], ["models"]],
+                         ids=lambda argv: " ".join(argv))
+def test_help_version_and_models_do_not_import_torch(argv):
+    assert _imported_after(argv) == []
+
+
+def test_every_subcommand_is_covered():
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices  # noqa: SLF001 (argparse has no public listing)
+    index_actions = commands["index"]._subparsers._group_actions[0].choices  # noqa: SLF001
+    expected = {tuple(c) for c in COMMANDS if c}
+    assert {(name,) for name in commands} | {("index", name) for name in index_actions} <= expected
+
+
+def test_version(capsys):
+    from inbedder_retrieval import __version__
+
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out.strip() == f"inbedder {__version__}"
+
+
+def test_package_names_stay_importable():
+    import inbedder_retrieval
+
+    for name in inbedder_retrieval.__all__:
+        assert getattr(inbedder_retrieval, name) is not None
+    with pytest.raises(AttributeError, match="no_such_name"):
+        inbedder_retrieval.no_such_name  # noqa: B018
