@@ -63,9 +63,9 @@ def choose_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch
     return torch.float32
 
 
-def describe_unregistered(path: str, trust_remote_code: bool) -> ModelDescription:
+def describe_unregistered(path: str, trust_remote_code: bool, cache_dir: str | None = None) -> ModelDescription:
     """A description for a hub id or folder that is not in the registry."""
-    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, cache_dir=cache_dir)
     family = infer_family(config)
     return ModelDescription(
         name=path,
@@ -125,6 +125,7 @@ class InBedder:
         template: PromptTemplate | None = None,
         query_instruction: str | None = None,
         document_instruction: str | None = None,
+        cache_dir: str | Path | None = None,
     ) -> InBedder:
         """Load an InBedder.
 
@@ -142,14 +143,16 @@ class InBedder:
             template: override the model's prompt template (see ``PromptTemplate``).
             query_instruction, document_instruction: defaults for ``encode_queries`` and
                 ``encode_documents``.
+            cache_dir: where hub downloads go (default: the Hugging Face cache).
         """
+        cache_dir = None if cache_dir is None else str(cache_dir)
         name = str(name_or_path) if name_or_path is not None else DEFAULT_MODEL
         if name in REGISTRY:
             description = get_model(name)
         elif (Path(name) / SETTINGS_FILE).is_file():  # saved by `inbedder train`
             description = load_settings(name)
         elif Path(name).exists() or "/" in name:
-            description = describe_unregistered(name, trust_remote_code)
+            description = describe_unregistered(name, trust_remote_code, cache_dir)
         else:
             get_model(name)  # raises a KeyError that lists the known models
         description = description.with_overrides(
@@ -163,6 +166,7 @@ class InBedder:
             device=torch_device,
             dtype=choose_dtype(dtype, torch_device),
             trust_remote_code=trust_remote_code,
+            cache_dir=cache_dir,
         )
         if description.pooling == "reencode" and not hasattr(reencoder, "encode"):
             reencoder = load_reencoder(reencoder, torch_device)
