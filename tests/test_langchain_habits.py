@@ -122,3 +122,24 @@ def test_retriever_has_its_own_k_and_instruction(embeddings):
         assert retriever.invoke("soup", instruction=Q1, k=4) == store.similarity_search("soup", k=4, instruction=Q1)
         filtered = store.as_retriever(k=4, filter={"n": {"$gte": 2}})
         assert isinstance(filtered, InBedderRetriever) and {d.id for d in filtered.invoke("soup")} == {"c", "d"}
+
+
+def test_relevance_scores_are_calibrated_on_the_index(embeddings):
+    """Relevance = share of stored document pairs less similar to each other than the hit
+    is to the query (was (cosine+1)/2, which sat at 0.94-0.96 for every document)."""
+    texts = [f"message number {n} about {topic}" for n in range(6) for topic in ("soup", "phones")]
+    with InBedderVectorStore.from_texts(texts, embeddings, instructions=[Q1, Q2]) as store:
+        for instruction in (Q1, Q2):
+            vectors = np.array(embeddings.with_instructions(instruction).embed_documents(texts))
+            pairs = (vectors @ vectors.T)[np.triu_indices(len(texts), 1)]
+            raw = store.similarity_search_with_score("soup", k=len(texts), instruction=instruction)
+            relevance = store.similarity_search_with_relevance_scores("soup", k=len(texts), instruction=instruction)
+            assert [d for d, _ in relevance] == [d for d, _ in raw]  # same ranking
+            expected = [float((pairs <= score + 1e-6).mean()) for _, score in raw]
+            np.testing.assert_allclose([s for _, s in relevance], expected, atol=1.5 / len(pairs))
+            assert all(0.0 <= s <= 1.0 for _, s in relevance)
+        top = store.similarity_search_with_relevance_scores(texts[0], k=1, instruction=Q1)
+        assert top[0][0].page_content == texts[0] and top[0][1] == 1.0  # closer than any pair
+        kept = store.as_retriever(search_type="similarity_score_threshold",
+                                  search_kwargs={"score_threshold": 0.9, "k": len(texts), "instruction": Q1})
+        assert 0 < len(kept.invoke(texts[0])) < len(texts)

@@ -6,6 +6,7 @@ them); every search names the instruction it ranks by, or uses the store's defau
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import tempfile
 import uuid
@@ -19,6 +20,7 @@ from inbedder_retrieval.index import MANIFEST
 from inbedder_retrieval.validation import check_sequence
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
+from langchain_core.runnables.config import run_in_executor
 from langchain_core.vectorstores import VectorStore, VectorStoreRetriever
 from langchain_core.vectorstores.utils import maximal_marginal_relevance
 
@@ -27,6 +29,9 @@ from pydantic import model_validator
 from .embeddings import InBedderEmbeddings
 
 Instructions = Sequence[str] | Mapping[str, str | None]
+
+#: Stored documents whose pairwise similarities calibrate the relevance scores.
+CALIBRATION_DOCUMENTS = 256
 
 
 def _as_mapping(instructions: Instructions | None, embedding: InBedderEmbeddings) -> dict[str, str | None]:
@@ -131,6 +136,7 @@ class InBedderVectorStore(VectorStore):
                 f"got {type(embedding).__name__}"
             )
         self._embedding = embedding
+        self._calibrations: dict[str, tuple[int, np.ndarray]] = {}
         self._tempdir: tempfile.TemporaryDirectory[str] | None = None
         if index is not None and path is not None:
             raise ValueError("give either path or index, not both")
@@ -341,10 +347,48 @@ class InBedderVectorStore(VectorStore):
         return [_document(candidates[i]) for i in chosen]
 
     def _select_relevance_score_fn(self) -> Callable[[float], float]:
-        """Cosine similarity in [-1, 1] mapped to a relevance in [0, 1]."""
+        """Without an instruction's calibration: cosine similarity in [-1, 1] mapped to
+        [0, 1] (the relevance scores themselves are calibrated per instruction, below)."""
         if self.index.metric == "l2":
             return lambda score: self._euclidean_relevance_score_fn(-score)
         return lambda score: (score + 1.0) / 2.0
+
+    def _calibration(self, instruction: str) -> np.ndarray | None:
+        """Sorted cosine similarities of every pair among the first
+        ``CALIBRATION_DOCUMENTS`` stored documents under ``instruction`` (recomputed when
+        the number of documents changes); ``None`` below two documents."""
+        count = len(self.index)
+        cached = self._calibrations.get(instruction)
+        if cached is not None and cached[0] == count:
+            return cached[1]
+        documents = itertools.islice(itertools.chain.from_iterable(self.index.store.iter_documents()),
+                                     CALIBRATION_DOCUMENTS)
+        vectors = list(self.index.get_vectors([doc.id for doc in documents], instruction).values())
+        reference = None
+        if len(vectors) >= 2:
+            unit = np.stack(vectors)
+            unit = unit / np.linalg.norm(unit, axis=1, keepdims=True).clip(min=1e-12)
+            reference = np.sort((unit @ unit.T)[np.triu_indices(len(unit), 1)])
+        self._calibrations[instruction] = (count, reference)
+        return reference
+
+    def _similarity_search_with_relevance_scores(self, query: str, k: int = 4, **kwargs: Any) -> list[tuple[Document, float]]:
+        """Relevance in [0, 1] calibrated on the index: the share of stored document pairs
+        (under the same instruction) that are less similar to each other than the hit is
+        to the query. A ``score_threshold`` of 0.9 keeps hits closer to the query than
+        90% of document pairs are to each other. Below two documents, and for the l2
+        metric, the plain mapping of ``_select_relevance_score_fn``."""
+        instruction = self._instruction(kwargs.pop("instruction", None))
+        hits = self.similarity_search_with_score(query, k, instruction=instruction, **kwargs)
+        reference = None if self.index.metric == "l2" else self._calibration(instruction)
+        if reference is None:
+            plain = self._select_relevance_score_fn()
+            return [(doc, plain(score)) for doc, score in hits]
+        return [(doc, float(np.searchsorted(reference, score, side="right") / len(reference))) for doc, score in hits]
+
+    async def _asimilarity_search_with_relevance_scores(self, query: str, k: int = 4,
+                                                        **kwargs: Any) -> list[tuple[Document, float]]:
+        return await run_in_executor(None, self._similarity_search_with_relevance_scores, query, k, **kwargs)
 
     def as_retriever(self, **kwargs: Any) -> InBedderRetriever:
         """An ``InBedderRetriever``: ``search_kwargs`` (or ``k=``, ``instruction=``,
