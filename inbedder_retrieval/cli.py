@@ -178,6 +178,7 @@ def cmd_index_remove_instruction(args: argparse.Namespace) -> int:
 def cmd_index_delete(args: argparse.Namespace) -> int:
     from .index import InstructionIndex
 
+    _manifest_instructions(args.path)  # no index there: say so before the model loads
     with InstructionIndex.open(args.path) as index:
         print(f"Deleted {index.delete(args.ids)} of {len(args.ids)} ids: {index}")
     return 0
@@ -186,6 +187,7 @@ def cmd_index_delete(args: argparse.Namespace) -> int:
 def cmd_index_info(args: argparse.Namespace) -> int:
     from .index import InstructionIndex, read_manifest
 
+    _manifest_instructions(args.path)  # no index there: say so before the model loads
     if args.no_model:
         print(json.dumps(read_manifest(Path(args.path)), indent=2))
         return 0
@@ -197,6 +199,7 @@ def cmd_index_info(args: argparse.Namespace) -> int:
 def cmd_index_verify(args: argparse.Namespace) -> int:
     from .index import InstructionIndex
 
+    _manifest_instructions(args.path)  # no index there: say so before the model loads
     with InstructionIndex.open(args.path) as index:
         report = index.verify()
     print(json.dumps({"ok": True, **report}, indent=2, ensure_ascii=False))
@@ -204,10 +207,15 @@ def cmd_index_verify(args: argparse.Namespace) -> int:
 
 
 def _manifest_instructions(path: str) -> list[str]:
-    """The index's instructions, read from its manifest (no model load)."""
+    """The index's instructions, read from its manifest (no model load); a folder without
+    an index says how to make one."""
     from .index import read_manifest
 
-    return [spec["instruction"] for spec in read_manifest(Path(path))["instructions"]]
+    try:
+        manifest = read_manifest(Path(path))
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"{error}; create one with `inbedder index create {path} -q INSTRUCTION`") from None
+    return [spec["instruction"] for spec in manifest["instructions"]]
 
 
 def _known_instruction(path: str, instruction: str | None) -> str:

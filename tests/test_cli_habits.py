@@ -97,6 +97,10 @@ def test_errors_in_cli_words_before_the_model_loads(index_path, tmp_path, capsys
         (["index", "add-instruction", index_path, "Q1?"], "already an instruction"),
         (["index", "create", index_path, "-q", "Q?"], "`inbedder index add "),
         (["embed", "-q", "Q?", "-i", str(tmp_path / "docs.csv"), "-o", str(tmp_path / "v.txt")], ".npz"),
+        (["search", str(tmp_path / "nowhere"), "soup"], "`inbedder index create"),
+        (["index", "add", str(tmp_path / "nowhere"), "-i", str(tmp_path / "docs.csv")], "`inbedder index create"),
+        (["index", "delete", str(tmp_path / "nowhere"), "a"], "`inbedder index create"),
+        (["index", "info", str(tmp_path / "nowhere")], "`inbedder index create"),
     ]
     for argv, message in cases:
         capsys.readouterr()
