@@ -327,6 +327,11 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     from .io import read_documents
 
     texts, ids, _ = read_documents(args.input, args.text_field, args.id_field, noun="texts")
+    if args.k is not None and not 1 <= args.k <= len(texts):  # before the model loads
+        raise ValueError(f"-k must be between 1 and the number of texts ({len(texts)}), got {args.k}")
+    if args.k is None and not any(2 <= k < len(texts) for k in range(args.k_min, args.k_max + 1)):
+        raise ValueError(f"no k in --k-min..--k-max ({args.k_min}..{args.k_max}) is between 2 and the number of "
+                         f"texts ({len(texts)}) minus one: change them or give -k")
     result = cluster_texts(_load_model(args), texts, args.instruction, k=args.k,
                            k_values=range(args.k_min, args.k_max + 1), batch_size=args.batch_size)
     print(result.table())

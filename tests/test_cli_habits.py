@@ -97,6 +97,8 @@ def test_errors_in_cli_words_before_the_model_loads(index_path, tmp_path, capsys
         (["index", "add-instruction", index_path, "Q1?"], "already an instruction"),
         (["index", "create", index_path, "-q", "Q?"], "`inbedder index add "),
         (["embed", "-q", "Q?", "-i", str(tmp_path / "docs.csv"), "-o", str(tmp_path / "v.txt")], ".npz"),
+        (["cluster", "-q", "Q?", "-i", str(tmp_path / "docs.csv"), "-k", "9"], "between 1 and the number of texts (3)"),
+        (["cluster", "-q", "Q?", "-i", str(tmp_path / "docs.csv"), "--k-min", "3"], "--k-min..--k-max (3..10)"),
         (["search", str(tmp_path / "nowhere"), "soup"], "`inbedder index create"),
         (["index", "add", str(tmp_path / "nowhere"), "-i", str(tmp_path / "docs.csv")], "`inbedder index create"),
         (["index", "delete", str(tmp_path / "nowhere"), "a"], "`inbedder index create"),
