@@ -123,7 +123,7 @@ def cmd_answer(args: argparse.Namespace) -> int:
 
 
 def cmd_index_create(args: argparse.Namespace) -> int:
-    from .index import MANIFEST, InstructionIndex
+    from .manifest import MANIFEST
     from .validation import check_instructions
 
     if (Path(args.path) / MANIFEST).exists():
@@ -131,6 +131,8 @@ def cmd_index_create(args: argparse.Namespace) -> int:
                               f"`inbedder index add {args.path} -i FILE`, instructions with "
                               f"`inbedder index add-instruction {args.path} INSTRUCTION`")
     check_instructions(args.instruction or ())  # before the model loads
+    from .index import InstructionIndex
+
     model = _load_model(args)
     options = {"factory": args.factory} if args.backend == "faiss" and args.factory else {}
     with InstructionIndex.create(args.path, model, instructions=args.instruction or (),
@@ -140,14 +142,13 @@ def cmd_index_create(args: argparse.Namespace) -> int:
 
 
 def cmd_index_add(args: argparse.Namespace) -> int:
-    from .index import InstructionIndex
     from .io import read_documents
 
     texts, ids, metadatas = read_documents(args.input, args.text_field, args.id_field)
     if not args.instruction and not _manifest_instructions(args.path):
         raise ValueError(f"{args.path} has no instruction yet: pass -q INSTRUCTION, or run "
                          f"`inbedder index add-instruction {args.path} INSTRUCTION` first")
-    with InstructionIndex.open(args.path) as index:
+    with _open_index(args.path) as index:
         index.add(texts, ids=ids, metadatas=metadatas, instructions=args.instruction or (),
                   batch_size=args.batch_size, show_progress_bar=True)
         print(f"Added {len(texts)} documents: {index}")
@@ -155,61 +156,64 @@ def cmd_index_add(args: argparse.Namespace) -> int:
 
 
 def cmd_index_add_instruction(args: argparse.Namespace) -> int:
-    from .index import InstructionIndex
 
     if args.instruction in _manifest_instructions(args.path):
         raise ValueError(f"{args.instruction!r} is already an instruction of {args.path}")
-    with InstructionIndex.open(args.path) as index:
+    with _open_index(args.path) as index:
         index.add_instruction(args.instruction, args.query_instruction, show_progress_bar=True)
         print(f"Added instruction {args.instruction!r}: {index}")
     return 0
 
 
 def cmd_index_remove_instruction(args: argparse.Namespace) -> int:
-    from .index import InstructionIndex
 
     _known_instruction(args.path, args.instruction)
-    with InstructionIndex.open(args.path) as index:
+    with _open_index(args.path) as index:
         index.remove_instruction(args.instruction)
         print(f"Removed instruction {args.instruction!r}: {index}")
     return 0
 
 
 def cmd_index_delete(args: argparse.Namespace) -> int:
-    from .index import InstructionIndex
 
     _manifest_instructions(args.path)  # no index there: say so before the model loads
-    with InstructionIndex.open(args.path) as index:
+    with _open_index(args.path) as index:
         print(f"Deleted {index.delete(args.ids)} of {len(args.ids)} ids: {index}")
     return 0
 
 
 def cmd_index_info(args: argparse.Namespace) -> int:
-    from .index import InstructionIndex, read_manifest
+    from .manifest import read_manifest
 
     _manifest_instructions(args.path)  # no index there: say so before the model loads
     if args.no_model:
         print(json.dumps(read_manifest(Path(args.path)), indent=2))
         return 0
-    with InstructionIndex.open(args.path) as index:
+    with _open_index(args.path) as index:
         print(json.dumps(index.info(), indent=2, ensure_ascii=False))
     return 0
 
 
 def cmd_index_verify(args: argparse.Namespace) -> int:
-    from .index import InstructionIndex
 
     _manifest_instructions(args.path)  # no index there: say so before the model loads
-    with InstructionIndex.open(args.path) as index:
+    with _open_index(args.path) as index:
         report = index.verify()
     print(json.dumps({"ok": True, **report}, indent=2, ensure_ascii=False))
     return 0
 
 
+def _open_index(path: str):
+    """Open the index at ``path`` with its model (imported here: checks come first)."""
+    from .index import InstructionIndex
+
+    return InstructionIndex.open(path)
+
+
 def _manifest_instructions(path: str) -> list[str]:
     """The index's instructions, read from its manifest (no model load); a folder without
     an index says how to make one."""
-    from .index import read_manifest
+    from .manifest import read_manifest
 
     try:
         manifest = read_manifest(Path(path))
@@ -250,7 +254,6 @@ def _queries(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from .index import InstructionIndex
     from .validation import check_k
 
     search_filter = _filter_option(args.filter)
@@ -259,7 +262,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     instruction = _known_instruction(args.path, args.instruction)
     if args.instruction is None and not args.json:
         print(f"instruction: {instruction!r} (the index's first; choose another with -q)", file=sys.stderr)
-    with InstructionIndex.open(args.path) as index:
+    with _open_index(args.path) as index:
         results = [(query, index.search(query, instruction, k=args.k, filter=search_filter)) for query in queries]
     for query, hits in results:
         if args.json:

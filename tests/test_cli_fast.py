@@ -29,10 +29,10 @@ def _imported_after(argv: list[str]) -> list[str]:
     code = (
         "import sys\nfrom inbedder_retrieval.cli import main\n"
         f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
-        f"print(' '.join(m for m in {HEAVY!r} if m in sys.modules), file=sys.stderr)"
+        f"print('imported:', *(m for m in {HEAVY!r} if m in sys.modules), file=sys.stderr)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
-    return done.stderr.strip().splitlines()[-1].split() if done.stderr.strip() else []
+    return done.stderr.rsplit("imported:", 1)[1].split()
 
 
 @pytest.mark.parametrize("argv", [[*command, "--help"] for command in COMMANDS] + [["--version"], ["models"]],
@@ -60,3 +60,16 @@ def test_package_names_stay_importable():
         assert getattr(inbedder_retrieval, name) is not None
     with pytest.raises(AttributeError, match="no_such_name"):
         inbedder_retrieval.no_such_name  # noqa: B018
+
+
+def test_index_argument_errors_come_before_torch(tiny_model_dir, tmp_path):
+    """An unknown instruction or a missing index fails without importing the model stack
+    (was: after the 20 s model load)."""
+    from inbedder_retrieval.cli import main
+
+    path = str(tmp_path / "idx")
+    assert main(["index", "create", path, "-q", "Q1?", "--model", str(tiny_model_dir("llama")), "--device", "cpu"]) == 0
+    for argv in (["search", path, "soup", "-q", "Q9?"], ["index", "remove-instruction", path, "Q9?"],
+                 ["index", "add-instruction", path, "Q1?"], ["search", str(tmp_path / "none"), "soup"],
+                 ["index", "info", str(tmp_path / "none")]):
+        assert _imported_after(argv) == [], argv
