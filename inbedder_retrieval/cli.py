@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from . import __version__
 from .errors import InBedderError
 from .evaluation.hub import HUB_SETS
 
@@ -39,8 +41,12 @@ def _input_options(parser: argparse.ArgumentParser, repeatable: bool = False) ->
         parser.add_argument("--instruction", "-q", required=True, action="append", help="a question asked about every text (repeatable)")
     else:
         parser.add_argument("--instruction", "-q", required=True, help="the question asked about every text")
-    parser.add_argument("--input", "-i", required=True, help=".jsonl file (one object per line) or .txt file (one text per line)")
-    parser.add_argument("--text-field", default="text", help="field holding the text in .jsonl input (default: text)")
+    parser.add_argument("--input", "-i", required=True, help=INPUT_HELP)
+    parser.add_argument("--text-field", default="text", help="field (column) holding the text (default: text)")
+    parser.add_argument("--id-field", default="id", help="field (column) holding the id, if any (default: id)")
+
+
+INPUT_HELP = ".jsonl (one object per line), .csv (header line, then rows), .parquet or .txt (one text per line)"
 
 
 def _load_model(args: argparse.Namespace):
@@ -66,14 +72,40 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_embed(args: argparse.Namespace) -> int:
-    from .io import read_texts
+def _write_npy(path: str, vectors: np.ndarray, ids: list[str]) -> None:
+    np.save(path, vectors, allow_pickle=False)
 
-    texts = read_texts(args.input, args.text_field)
+
+def _write_npz(path: str, vectors: np.ndarray, ids: list[str]) -> None:
+    np.savez(path, ids=np.array(ids, dtype=str), vectors=vectors)
+
+
+def _write_parquet(path: str, vectors: np.ndarray, ids: list[str]) -> None:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ModuleNotFoundError:
+        raise ModuleNotFoundError(f"writing {path} needs pyarrow: pip install pyarrow") from None
+    column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1])
+    pq.write_table(pa.table({"id": pa.array(ids, pa.string()), "vector": column}), path)
+
+
+#: ``embed --output`` extension -> writer of (path, vectors, ids)
+EMBED_WRITERS = {".npy": _write_npy, ".npz": _write_npz, ".parquet": _write_parquet}
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from .io import read_documents
+
+    writer = EMBED_WRITERS.get(Path(args.output).suffix.lower())
+    if writer is None:
+        raise ValueError(f"--output {args.output}: use .npy (vectors), .npz (ids and vectors) "
+                         "or .parquet (id and vector columns)")
+    texts, ids, _ = read_documents(args.input, args.text_field, args.id_field, noun="texts")
     model = _load_model(args)
     vectors = model.encode(texts, args.instruction, batch_size=args.batch_size,
                            normalize=not args.no_normalize, show_progress_bar=True)
-    np.save(args.output, vectors, allow_pickle=False)
+    writer(args.output, vectors, ids or [str(n) for n in range(len(texts))])
     print(f"Wrote {vectors.shape[0]} x {vectors.shape[1]} float32 vectors to {args.output}", file=sys.stderr)
     return 0
 
@@ -91,6 +123,14 @@ def cmd_answer(args: argparse.Namespace) -> int:
 
 
 def cmd_index_create(args: argparse.Namespace) -> int:
+    from .manifest import MANIFEST
+    from .validation import check_instructions
+
+    if (Path(args.path) / MANIFEST).exists():
+        raise FileExistsError(f"{args.path} already holds an index: add documents with "
+                              f"`inbedder index add {args.path} -i FILE`, instructions with "
+                              f"`inbedder index add-instruction {args.path} INSTRUCTION`")
+    check_instructions(args.instruction or ())  # before the model loads
     from .index import InstructionIndex
 
     model = _load_model(args)
@@ -102,11 +142,13 @@ def cmd_index_create(args: argparse.Namespace) -> int:
 
 
 def cmd_index_add(args: argparse.Namespace) -> int:
-    from .index import InstructionIndex
     from .io import read_documents
 
     texts, ids, metadatas = read_documents(args.input, args.text_field, args.id_field)
-    with InstructionIndex.open(args.path) as index:
+    if not args.instruction and not _manifest_instructions(args.path):
+        raise ValueError(f"{args.path} has no instruction yet: pass -q INSTRUCTION, or run "
+                         f"`inbedder index add-instruction {args.path} INSTRUCTION` first")
+    with _open_index(args.path) as index:
         index.add(texts, ids=ids, metadatas=metadatas, instructions=args.instruction or (),
                   batch_size=args.batch_size, show_progress_bar=True)
         print(f"Added {len(texts)} documents: {index}")
@@ -114,70 +156,137 @@ def cmd_index_add(args: argparse.Namespace) -> int:
 
 
 def cmd_index_add_instruction(args: argparse.Namespace) -> int:
-    from .index import InstructionIndex
 
-    with InstructionIndex.open(args.path) as index:
+    if args.instruction in _manifest_instructions(args.path):
+        raise ValueError(f"{args.instruction!r} is already an instruction of {args.path}")
+    with _open_index(args.path) as index:
         index.add_instruction(args.instruction, args.query_instruction, show_progress_bar=True)
         print(f"Added instruction {args.instruction!r}: {index}")
     return 0
 
 
 def cmd_index_remove_instruction(args: argparse.Namespace) -> int:
-    from .index import InstructionIndex
 
-    with InstructionIndex.open(args.path) as index:
+    _known_instruction(args.path, args.instruction)
+    with _open_index(args.path) as index:
         index.remove_instruction(args.instruction)
         print(f"Removed instruction {args.instruction!r}: {index}")
     return 0
 
 
 def cmd_index_delete(args: argparse.Namespace) -> int:
-    from .index import InstructionIndex
 
-    with InstructionIndex.open(args.path) as index:
+    _manifest_instructions(args.path)  # no index there: say so before the model loads
+    with _open_index(args.path) as index:
         print(f"Deleted {index.delete(args.ids)} of {len(args.ids)} ids: {index}")
     return 0
 
 
 def cmd_index_info(args: argparse.Namespace) -> int:
-    from .index import InstructionIndex, read_manifest
+    from .manifest import read_manifest
 
+    _manifest_instructions(args.path)  # no index there: say so before the model loads
     if args.no_model:
         print(json.dumps(read_manifest(Path(args.path)), indent=2))
         return 0
-    with InstructionIndex.open(args.path) as index:
+    with _open_index(args.path) as index:
         print(json.dumps(index.info(), indent=2, ensure_ascii=False))
     return 0
 
 
 def cmd_index_verify(args: argparse.Namespace) -> int:
-    from .index import InstructionIndex
 
-    with InstructionIndex.open(args.path) as index:
+    _manifest_instructions(args.path)  # no index there: say so before the model loads
+    with _open_index(args.path) as index:
         report = index.verify()
     print(json.dumps({"ok": True, **report}, indent=2, ensure_ascii=False))
     return 0
 
 
-def cmd_search(args: argparse.Namespace) -> int:
+def _open_index(path: str):
+    """Open the index at ``path`` with its model (imported here: checks come first)."""
     from .index import InstructionIndex
 
+    return InstructionIndex.open(path)
+
+
+def _manifest_instructions(path: str) -> list[str]:
+    """The index's instructions, read from its manifest (no model load); a folder without
+    an index says how to make one."""
+    from .manifest import read_manifest
+
+    try:
+        manifest = read_manifest(Path(path))
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"{error}; create one with `inbedder index create {path} -q INSTRUCTION`") from None
+    return [spec["instruction"] for spec in manifest["instructions"]]
+
+
+def _known_instruction(path: str, instruction: str | None) -> str:
+    """``instruction``, or the index's first one when it is ``None``; checked against the
+    manifest before any model loads."""
+    known = _manifest_instructions(path)
+    if not known:
+        raise ValueError(f"{path} has no instruction yet: run `inbedder index add-instruction {path} INSTRUCTION`")
+    if instruction is None:
+        return known[0]
+    if instruction not in known:
+        listing = "\n  ".join(repr(q) for q in known)
+        raise KeyError(f"{instruction!r} is not an instruction of this index ({path}); add it with "
+                       f"`inbedder index add-instruction {path} {json.dumps(instruction)}`. Its instructions:\n  {listing}")
+    return instruction
+
+
+def _queries(args: argparse.Namespace) -> list[str]:
+    """The positional queries, then those of ``--queries`` (a file, or ``-`` for stdin)."""
+    from .io import read_texts
+
+    queries = list(args.query)
+    if args.queries == "-":
+        queries += [line for line in sys.stdin.read().split("\n") if line.strip()]
+    elif args.queries:
+        queries += read_texts(args.queries, args.text_field)
+    if not queries:
+        raise ValueError("no query: give QUERY arguments or --queries FILE (- reads stdin, one query a line)")
+    if any(not query.strip() for query in queries):
+        raise ValueError("a query is empty or blank")
+    return queries
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from .validation import check_k
+
     search_filter = _filter_option(args.filter)
+    check_k(args.k)
+    queries = _queries(args)
     if args.server:  # a running `inbedder serve`: no model load here
         from .server.client import InBedderClient
 
+        if args.instruction is None:
+            raise ValueError("with --server, name the instruction with -q")
+        instruction = args.instruction
         with InBedderClient(args.server) as client:
-            hits = client.search(args.path, args.query, args.instruction, k=args.k, filter=search_filter)
+            results = [(query, client.search(args.path, query, instruction, k=args.k, filter=search_filter))
+                       for query in queries]
     else:
-        with InstructionIndex.open(args.path) as index:
-            hits = index.search(args.query, args.instruction, k=args.k, filter=search_filter)
-    if args.json:
+        instruction = _known_instruction(args.path, args.instruction)
+        if args.instruction is None and not args.json:
+            print(f"instruction: {instruction!r} (the index's first; choose another with -q)", file=sys.stderr)
+        with _open_index(args.path) as index:
+            results = [(query, index.search(query, instruction, k=args.k, filter=search_filter)) for query in queries]
+    for query, hits in results:
+        if args.json:
+            for hit in hits:
+                print(json.dumps({**({"query": query} if len(queries) > 1 else {}), "id": hit.id, "score": hit.score,
+                                  "text": hit.text, "metadata": hit.metadata}, ensure_ascii=False))
+            continue
+        if len(queries) > 1:
+            print(f"\nquery: {query}")
+        shown = "".join(f" {field:12}" for field in args.show or ())
+        print(f"{'score':>6}  {'id':12}{shown} text")
         for hit in hits:
-            print(json.dumps({"id": hit.id, "score": hit.score, "text": hit.text, "metadata": hit.metadata}, ensure_ascii=False))
-        return 0
-    print(f"{'score':>6}  {'id':12} text")
-    for hit in hits:
-        print(f"{hit.score:6.3f}  {hit.id:12} {hit.text}")
+            values = "".join(f" {str(hit.metadata.get(field, '')):12}" for field in args.show or ())
+            print(f"{hit.score:6.3f}  {hit.id:12}{values} {hit.text}")
     return 0
 
 
@@ -242,16 +351,23 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
 def cmd_cluster(args: argparse.Namespace) -> int:
     from .cluster import cluster_texts
-    from .io import read_texts
+    from .io import read_documents
 
-    texts = read_texts(args.input, args.text_field)
+    texts, ids, _ = read_documents(args.input, args.text_field, args.id_field, noun="texts")
+    if args.k is not None and not 1 <= args.k <= len(texts):  # before the model loads
+        raise ValueError(f"-k must be between 1 and the number of texts ({len(texts)}), got {args.k}")
+    if args.k is None and not any(2 <= k < len(texts) for k in range(args.k_min, args.k_max + 1)):
+        raise ValueError(f"no k in --k-min..--k-max ({args.k_min}..{args.k_max}) is between 2 and the number of "
+                         f"texts ({len(texts)}) minus one: change them or give -k")
     result = cluster_texts(_load_model(args), texts, args.instruction, k=args.k,
                            k_values=range(args.k_min, args.k_max + 1), batch_size=args.batch_size)
     print(result.table())
     if result.silhouette_by_k:
         print("\nsilhouette by k: " + ", ".join(f"{k}: {s:.3f}" for k, s in result.silhouette_by_k.items()))
     if args.json:
-        Path(args.json).write_text(json.dumps(result.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8")
+        ids = ids or [str(n) for n in range(len(texts))]  # positions in the input when it has no ids
+        Path(args.json).write_text(json.dumps({"ids": ids, **result.to_dict()}, indent=2, ensure_ascii=False),
+                                   encoding="utf-8")
     if args.plot:
         result.plot(args.plot)
     return 0
@@ -380,6 +496,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="inbedder",
         description="Instruction-aware text embedding: embed texts as answers to a question about them.",
     )
+    parser.add_argument("--version", action="version", version=f"inbedder {__version__}")
+    parser.add_argument("--verbose", "-v", action="store_true",
+                        help="show the libraries' own logs and weight-loading bars (before COMMAND)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     models = commands.add_parser("models", help="list the known models", description="List the model registry.")
@@ -506,8 +625,8 @@ def build_parser() -> argparse.ArgumentParser:
     add = actions.add_parser("add", help="add or replace documents from a .jsonl file",
                              description="Add documents ({'id', 'text', ...} per line; other fields become metadata).")
     add.add_argument("path", help="index folder")
-    add.add_argument("--input", "-i", required=True, help=".jsonl documents")
-    add.add_argument("--text-field", default="text", help="field holding the text (default text)")
+    add.add_argument("--input", "-i", required=True, help=INPUT_HELP)
+    add.add_argument("--text-field", default="text", help="field (column) holding the text (default text)")
     add.add_argument("--id-field", default="id", help="field holding the id (default id; ids are generated if absent)")
     add.add_argument("--instruction", "-q", action="append", help="also add this instruction (repeatable)")
     add.add_argument("--batch-size", type=int, default=64, help="documents per batch (default 64)")
@@ -542,13 +661,19 @@ def build_parser() -> argparse.ArgumentParser:
     verify.set_defaults(handler=cmd_index_verify)
 
     search = commands.add_parser("search", help="search an index under one instruction",
-                                 description="Search PATH for QUERY as seen through INSTRUCTION.")
+                                 description="Search PATH for each QUERY as seen through INSTRUCTION "
+                                             "(the model loads once for all queries).")
     search.add_argument("path", help="index folder (with --server: the index's name on the server)")
-    search.add_argument("query", help="the query text")
+    search.add_argument("query", nargs="*", help="query texts")
+    search.add_argument("--queries", default=None, metavar="FILE",
+                        help="more queries from a file (" + INPUT_HELP + "), or - for stdin (one a line)")
+    search.add_argument("--text-field", default="text", help="field (column) holding the query in --queries")
     search.add_argument("--server", default=None, metavar="URL",
                         help="ask a running `inbedder serve` at URL instead of loading the model "
                              "(API key from $INBEDDER_API_KEY)")
-    search.add_argument("--instruction", "-q", required=True, help="one of the index's instructions")
+    search.add_argument("--instruction", "-q", default=None,
+                        help="one of the index's instructions (default: its first)")
+    search.add_argument("--show", action="append", metavar="FIELD", help="also print this metadata field (repeatable)")
     search.add_argument("-k", type=int, default=10, help="number of results (default 10)")
     search.add_argument("--filter", default=None, help='metadata filter as JSON, e.g. \'{"mood": "angry"}\'')
     search.add_argument("--json", action="store_true", help="print JSON lines")
@@ -558,6 +683,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not args.verbose:  # read by huggingface_hub / transformers when they are first imported
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     try:
         return args.handler(args)
     except INPUT_ERRORS as error:

@@ -21,7 +21,7 @@ from .encoders import BACKENDS, Backend, infer_family
 from .models import DEFAULT_MODEL, REGISTRY, SETTINGS_FILE, ModelDescription, check_pooling, get_model, load_settings
 from .progress import show_progress
 from .prompts import PromptTemplate
-from .validation import check_instructions, check_positive_int, validate_instruction, validate_texts
+from .validation import check_instructions, check_positive_int, check_sequence, validate_instruction, validate_texts
 from .weights import DEFAULT_REENCODER, resolve_source
 
 if TYPE_CHECKING:
@@ -63,9 +63,9 @@ def choose_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch
     return torch.float32
 
 
-def describe_unregistered(path: str, trust_remote_code: bool) -> ModelDescription:
+def describe_unregistered(path: str, trust_remote_code: bool, cache_dir: str | None = None) -> ModelDescription:
     """A description for a hub id or folder that is not in the registry."""
-    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, cache_dir=cache_dir)
     family = infer_family(config)
     return ModelDescription(
         name=path,
@@ -125,6 +125,7 @@ class InBedder:
         template: PromptTemplate | None = None,
         query_instruction: str | None = None,
         document_instruction: str | None = None,
+        cache_dir: str | Path | None = None,
     ) -> InBedder:
         """Load an InBedder.
 
@@ -142,14 +143,16 @@ class InBedder:
             template: override the model's prompt template (see ``PromptTemplate``).
             query_instruction, document_instruction: defaults for ``encode_queries`` and
                 ``encode_documents``.
+            cache_dir: where hub downloads go (default: the Hugging Face cache).
         """
+        cache_dir = None if cache_dir is None else str(cache_dir)
         name = str(name_or_path) if name_or_path is not None else DEFAULT_MODEL
         if name in REGISTRY:
             description = get_model(name)
         elif (Path(name) / SETTINGS_FILE).is_file():  # saved by `inbedder train`
             description = load_settings(name)
         elif Path(name).exists() or "/" in name:
-            description = describe_unregistered(name, trust_remote_code)
+            description = describe_unregistered(name, trust_remote_code, cache_dir)
         else:
             get_model(name)  # raises a KeyError that lists the known models
         description = description.with_overrides(
@@ -163,6 +166,7 @@ class InBedder:
             device=torch_device,
             dtype=choose_dtype(dtype, torch_device),
             trust_remote_code=trust_remote_code,
+            cache_dir=cache_dir,
         )
         if description.pooling == "reencode" and not hasattr(reencoder, "encode"):
             reencoder = load_reencoder(reencoder, torch_device)
@@ -212,8 +216,8 @@ class InBedder:
     # -- encoding ------------------------------------------------------------------------
     def encode(
         self,
-        texts: str | Sequence[str],
-        instruction: str,
+        texts: str | Sequence[str] | Sequence[Sequence[str]],
+        instruction: str | Sequence[str] | None = None,
         *,
         batch_size: int = 32,
         max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS,
@@ -223,18 +227,22 @@ class InBedder:
     ) -> np.ndarray | torch.Tensor:
         """Embed ``texts`` as answers to ``instruction``.
 
-        Texts are sorted by token length (longest first) and batched by at most
-        ``batch_size`` texts and ``max_batch_tokens`` padded tokens, then returned in input
-        order, as a float32 array of shape (len(texts), dim); a single string gives (dim,).
+        ``instruction`` is one str for every text, or a list with one instruction per text;
+        ``texts`` may instead be INSTRUCTOR-style ``[[instruction, text], ...]`` pairs (then
+        leave ``instruction`` out). Texts under different instructions share batches (each
+        prompt carries its own instruction). Prompts are sorted by token length (longest
+        first) and batched by at most ``batch_size`` texts and ``max_batch_tokens`` padded
+        tokens, then returned in input order, as a float32 array of shape (len(texts), dim);
+        a single string gives (dim,).
         """
         single = isinstance(texts, str)
-        checked = validate_texts([texts] if single else texts)
-        instruction = self.check_instruction(instruction)
+        checked, instructions = self._texts_and_instructions([texts] if single else texts, instruction)
         check_positive_int(batch_size, "batch_size")
         if convert_to not in ("numpy", "torch"):
             raise ValueError(f"convert_to must be 'numpy' or 'torch', got {convert_to!r}")
         with self._lock:
-            vectors = self._encode_sorted(checked, instruction, batch_size, max_batch_tokens, show_progress_bar)
+            vectors = self._encode_prompts(self._prompts(checked, instructions), batch_size, max_batch_tokens,
+                                           show_progress_bar)
         if normalize:
             vectors = torch.nn.functional.normalize(vectors, p=2, dim=-1)
         if single:
@@ -315,8 +323,8 @@ class InBedder:
         if not checked:
             return answers
         with self._lock:
-            for indices, prompts in self._sorted_batches(checked, instruction, batch_size, None, show_progress_bar,
-                                                         "Answering"):
+            for indices, prompts in self._sorted_batches(self.backend.build_prompts(checked, instruction), batch_size,
+                                                         None, show_progress_bar, "Answering"):
                 for index, text in zip(indices, self.backend.generate(prompts, limit)):
                     answers[index] = text
         return answers
@@ -342,6 +350,47 @@ class InBedder:
         return instruction
 
     # -- internals -----------------------------------------------------------------------
+    def _texts_and_instructions(self, texts: object, instruction: object) -> tuple[list[str], str | list[str]]:
+        """The texts and either one instruction or one per text, checked (see ``encode``)."""
+        items = check_sequence(texts, "texts", "strings or [instruction, text] pairs")
+        if any(isinstance(item, (list, tuple)) for item in items):
+            if instruction is not None:
+                raise ValueError("texts are [instruction, text] pairs, which carry their instructions: "
+                                 "leave instruction out")
+            for position, item in enumerate(items):
+                if not isinstance(item, (list, tuple)) or len(item) != 2:
+                    got = f"{len(item)} items" if isinstance(item, (list, tuple)) else type(item).__name__
+                    raise TypeError(f"texts[{position}] is {got}: with [instruction, text] pairs every item "
+                                    "must be such a pair")
+            instruction, items = [pair[0] for pair in items], [pair[1] for pair in items]
+        checked = validate_texts(items)
+        if instruction is None:
+            raise TypeError("instruction must be a str (one for every text) or a list with one per text; "
+                            "or pass [instruction, text] pairs as texts")
+        if isinstance(instruction, str):
+            return checked, self.check_instruction(instruction)
+        instructions = check_sequence(instruction, "instruction", "str (one per text)")
+        if len(instructions) != len(checked):
+            raise ValueError(f"{len(instructions)} instructions for {len(checked)} texts: give one instruction "
+                             "per text, or one str for all")
+        for position, item in enumerate(instructions):
+            if not isinstance(item, str):
+                raise TypeError(f"instruction[{position}] is {type(item).__name__}, expected str")
+        for item in set(instructions):
+            self.check_instruction(item)
+        return checked, instructions
+
+    def _prompts(self, texts: list[str], instructions: str | list[str]) -> list[str]:
+        """One prompt per text, under one instruction or each text's own."""
+        if isinstance(instructions, str):
+            return self.backend.build_prompts(texts, instructions)
+        prompts = [""] * len(texts)
+        for instruction in dict.fromkeys(instructions):
+            indices = [n for n, item in enumerate(instructions) if item == instruction]
+            for index, prompt in zip(indices, self.backend.build_prompts([texts[n] for n in indices], instruction)):
+                prompts[index] = prompt
+        return prompts
+
     def _count_tokens_after_input(self, instruction: str) -> int:
         """Tokens of the prompt after the input text: instruction, template tail, masks."""
         sentinel = "\u2063INBEDDER-INPUT\u2063"
@@ -360,17 +409,15 @@ class InBedder:
 
     def _sorted_batches(
         self,
-        texts: list[str],
-        instruction: str,
+        prompts: list[str],
         batch_size: int,
         max_batch_tokens: int | None,
         show_progress_bar: bool | None,
         description: str,
     ):
         """Yield (original indices, prompts) batches, longest prompts first."""
-        prompts = self.backend.build_prompts(texts, instruction)
         batches = token_budget_batches(self.backend.token_lengths(prompts), batch_size, max_batch_tokens)
-        for indices in tqdm(batches, desc=description, unit="batch", disable=not show_progress(show_progress_bar, len(texts))):
+        for indices in tqdm(batches, desc=description, unit="batch", disable=not show_progress(show_progress_bar, len(prompts))):
             yield indices, [prompts[index] for index in indices]
 
     def _embed_batch(self, prompts: list[str]) -> torch.Tensor:
@@ -379,15 +426,14 @@ class InBedder:
             return self.reencoder.encode(answers, convert_to_tensor=True, show_progress_bar=False).float().cpu()
         return self.backend.embed(prompts, self.description.pooling, self.description.layer)
 
-    def _encode_sorted(
-        self, texts: list[str], instruction: str, batch_size: int, max_batch_tokens: int | None,
-        show_progress_bar: bool | None,
+    def _encode_prompts(
+        self, prompts: list[str], batch_size: int, max_batch_tokens: int | None, show_progress_bar: bool | None,
     ) -> torch.Tensor:
-        output = torch.zeros((len(texts), self.dim), dtype=torch.float32)
-        if not texts:
+        output = torch.zeros((len(prompts), self.dim), dtype=torch.float32)
+        if not prompts:
             return output
-        for indices, prompts in self._sorted_batches(texts, instruction, batch_size, max_batch_tokens, show_progress_bar, "Encoding"):
-            output[indices] = self._embed_batch(prompts)
+        for indices, batch in self._sorted_batches(prompts, batch_size, max_batch_tokens, show_progress_bar, "Encoding"):
+            output[indices] = self._embed_batch(batch)
         return output
 
     def __repr__(self) -> str:

@@ -31,14 +31,13 @@ from .atomic import atomic_write_bytes
 from .cache import EmbeddingCache, encode_cached, encode_many_cached
 from .embedder import InBedder
 from .errors import CorruptIndexError, IncompatibleIndexError, IndexLockedError, UnknownInstructionError
+from .manifest import FORMAT_VERSION, MANIFEST, read_manifest
 from .progress import show_progress
 from .stores import Document, Filter, Hit, VectorStore, open_store
 from .validation import check_documents, check_ids, check_instructions, check_k, check_positive_int
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
-MANIFEST = "index.json"
 LOCK_FILE = "write.lock"
 #: documents per store call inside one write transaction
 WRITE_CHUNK = 1024
@@ -450,21 +449,3 @@ def _cache(cache: EmbeddingCache | bool | None) -> EmbeddingCache | None:
     if cache is True:
         return EmbeddingCache()
     return cache if isinstance(cache, EmbeddingCache) else None
-
-
-def read_manifest(path: Path) -> dict[str, Any]:
-    """The manifest of the index folder ``path``, checked."""
-    file = path / MANIFEST
-    if not file.exists():
-        stores = sorted(p.name for p in path.glob("*-store") if p.is_dir())  # the backends' folders
-        if stores:
-            raise CorruptIndexError(f"{file} is missing, but {path} holds an index's store ({', '.join(stores)}): "
-                                    "restore index.json from a backup; nothing was changed")
-        raise FileNotFoundError(f"{path} holds no index ({MANIFEST} is missing)")
-    try:
-        manifest = json.loads(file.read_text("utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CorruptIndexError(f"{file} is truncated or corrupted: {error}") from None
-    if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
-        raise CorruptIndexError(f"{file} is not an index manifest of format version {FORMAT_VERSION}")
-    return manifest

@@ -1,13 +1,18 @@
 """Reading the command line's input: JSON arguments and texts from files.
 
-Every error names its source (``file:line``, or the option); an input file with no text in
-it is an error, not an empty result.
+Input files are read by extension (``READERS``): ``.jsonl`` (one object per line), ``.csv``
+(a header line naming the fields, then one record per row), ``.parquet`` (needs
+``pyarrow``) and ``.txt`` (one text per line). Every error names its source
+(``file:line``, or the option); an input file with no text in it is an error, not an empty
+result.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +51,54 @@ def read_records(path: str | Path) -> list[tuple[int, Any]]:
     return [(number, parse_json(line, f"{path}:{number}")) for number, line in _lines(path)]
 
 
+def _jsonl_rows(path: Path, text_field: str) -> list[tuple[str, Any]]:
+    return [(f"{path}:{number}", value) for number, value in read_records(path)]
+
+
+def _txt_rows(path: Path, text_field: str) -> list[tuple[str, Any]]:
+    return [(f"{path}:{number}", {text_field: line}) for number, line in _lines(path)]
+
+
+def _csv_rows(path: Path, text_field: str) -> list[tuple[str, Any]]:
+    """The header line names the fields; it is never read as a record."""
+    text = "\n".join(line for _, line in _lines(path))  # checked UTF-8, blank lines dropped
+    reader = csv.DictReader(io.StringIO(text))
+    if reader.fieldnames is None or text_field not in reader.fieldnames:
+        raise ValueError(f"{path}:1: the header line has no {text_field!r} column (columns: "
+                         f"{', '.join(reader.fieldnames or ())}); name it with --text-field")
+    return [(f"{path}: row {number}", row) for number, row in enumerate(reader, start=1)]
+
+
+def _parquet_rows(path: Path, text_field: str) -> list[tuple[str, Any]]:
+    try:
+        import pyarrow.parquet as pq
+    except ModuleNotFoundError:
+        raise ModuleNotFoundError(f"reading {path} needs pyarrow: pip install pyarrow") from None
+    if not path.is_file():
+        raise FileNotFoundError(f"No such input file: {path}")
+    table = pq.read_table(path)
+    if text_field not in table.column_names:
+        raise ValueError(f"{path}: no {text_field!r} column (columns: {', '.join(table.column_names)}); "
+                         "name it with --text-field")
+    return [(f"{path}: row {number}", row) for number, row in enumerate(table.to_pylist(), start=1)]
+
+
+#: file extension -> reader of (where, record) pairs
+READERS: dict[str, Callable[[Path, str], list[tuple[str, Any]]]] = {
+    ".jsonl": _jsonl_rows,
+    ".csv": _csv_rows,
+    ".parquet": _parquet_rows,
+    ".txt": _txt_rows,
+}
+
+
+def read_rows(path: str | Path, text_field: str = "text") -> list[tuple[str, Any]]:
+    """(where, record) for each record of an input file, read by its extension (a file
+    without a known extension is read as ``.txt``)."""
+    path = Path(path)
+    return READERS.get(path.suffix.lower(), _txt_rows)(path, text_field)
+
+
 def _text(record: Any, field: str, where: str) -> str:
     if not isinstance(record, dict) or not isinstance(record.get(field), str):
         raise ValueError(f"{where}: expected an object with a string {field!r} field")
@@ -55,22 +108,23 @@ def _text(record: Any, field: str, where: str) -> str:
 
 
 def read_documents(
-    path: str | Path, text_field: str = "text", id_field: str = "id"
+    path: str | Path, text_field: str = "text", id_field: str = "id", noun: str = "documents"
 ) -> tuple[list[str], list[str] | None, list[dict[str, Any]]]:
-    """Texts, ids (``None`` if no record has one) and metadata from a ``.jsonl`` file.
+    """Texts, ids (``None`` if no record has one) and metadata from an input file (an
+    empty one is an error: "no {noun} in ...").
 
     Metadata is the record's ``metadata`` object if present, else its other fields; it is
     checked here (``validation.check_metadata``) so that errors name the line.
     """
     texts, ids, metadatas = [], [], []
-    for number, record in read_records(path):
-        texts.append(_text(record, text_field, f"{path}:{number}"))
+    for where, record in read_rows(path, text_field):
+        texts.append(_text(record, text_field, where))
         ids.append(record.get(id_field))
         extra = {key: value for key, value in record.items() if key not in (text_field, id_field)}
         metadata = record["metadata"] if isinstance(record.get("metadata"), dict) else extra
-        metadatas.append(check_metadata(metadata, f"{path}:{number}: metadata"))
+        metadatas.append(check_metadata(metadata, f"{where}: metadata"))
     if not texts:
-        raise ValueError(f"no documents in {path}")
+        raise ValueError(f"no {noun} in {path}")
     if all(doc_id is None for doc_id in ids):
         return texts, None, metadatas
     if any(not isinstance(doc_id, str) for doc_id in ids):
@@ -79,13 +133,9 @@ def read_documents(
 
 
 def read_texts(path: str | Path, field: str = "text") -> list[str]:
-    """Texts from a ``.jsonl`` file (one object per line, ``field`` holds the text) or a
-    plain text file (one text per non-empty line). Errors name the file and line."""
-    path = Path(path)
-    if path.suffix == ".jsonl":
-        texts = [_text(record, field, f"{path}:{number}") for number, record in read_records(path)]
-    else:
-        texts = [line for _, line in _lines(path)]
+    """Texts from an input file (``.jsonl``, ``.csv``, ``.parquet``: ``field`` holds the
+    text; ``.txt``: one text per non-empty line). Errors name the file and line."""
+    texts = [_text(record, field, where) for where, record in read_rows(path, field)]
     if not texts:
         raise ValueError(f"no texts in {path}")
     return texts

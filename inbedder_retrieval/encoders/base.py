@@ -60,16 +60,20 @@ class Backend(ABC):
         device: torch.device,
         dtype: torch.dtype,
         trust_remote_code: bool = False,
+        cache_dir: str | None = None,
     ) -> Backend:
-        """Load tokenizer and model from a hub id or a folder.
+        """Load tokenizer and model from a hub id or a folder (hub downloads go to
+        ``cache_dir``, default the Hugging Face cache).
 
         For a LoRA adapter (``description.base_model`` set) the base model is loaded first
         and the adapter merged into it, so inference costs what the base model costs.
         """
         weights = path if description.base_model is None else base_weights(description.base_model)
         own_tokenizer = description.base_model is None or (Path(path) / "tokenizer_config.json").exists()
-        tokenizer = AutoTokenizer.from_pretrained(path if own_tokenizer else weights, trust_remote_code=trust_remote_code)
-        model = cls.auto_class.from_pretrained(weights, dtype=dtype, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(path if own_tokenizer else weights, trust_remote_code=trust_remote_code,
+                                                  cache_dir=cache_dir)
+        model = cls.auto_class.from_pretrained(weights, dtype=dtype, trust_remote_code=trust_remote_code,
+                                               cache_dir=cache_dir)
         if description.base_model is not None:
             from peft import PeftModel
 

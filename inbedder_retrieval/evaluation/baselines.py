@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
-import torch
 
 Embed = Callable[[Sequence[str], str], np.ndarray]
 
@@ -28,6 +27,8 @@ def prefixed_sentence_embedder(model) -> Embed:
 def raw_language_model(model, batch_size: int = 16) -> Embed:
     """The InBedder's language model without its prompt: mean of the last layer's states
     over each text's tokens (the instruction is not seen)."""
+    import torch  # here, not at the top: importing the evaluation package stays light
+
     backend = model.backend
 
     @torch.inference_mode()

@@ -10,9 +10,19 @@ from inbedder_retrieval import DEFAULT_INSTRUCTION, DEFAULT_MODEL, InBedder
 from inbedder_retrieval.validation import check_sequence
 from langchain_core.embeddings import Embeddings
 from langchain_core.runnables.config import run_in_executor
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
 
 _LOAD_LOCK = threading.Lock()
+
+#: ``encode_kwargs`` keys (sentence-transformers names, as HuggingFaceEmbeddings takes them)
+#: -> ``InBedder.encode`` arguments
+ENCODE_KWARGS = {
+    "batch_size": "batch_size",
+    "normalize_embeddings": "normalize",
+    "normalize": "normalize",
+    "show_progress_bar": "show_progress_bar",
+    "max_batch_tokens": "max_batch_tokens",
+}
 
 
 @lru_cache(maxsize=4)
@@ -55,7 +65,15 @@ class InBedderEmbeddings(BaseModel, Embeddings):
     device: str | None = None
     """"cpu", "cuda", ...; default CUDA when present."""
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
-    """More ``InBedder.from_pretrained`` options (``dtype``, ``max_length``, ``trust_remote_code``)."""
+    """More ``InBedder.from_pretrained`` options (``device``, ``dtype``, ``max_length``,
+    ``trust_remote_code``), as HuggingFaceEmbeddings takes them."""
+    encode_kwargs: dict[str, Any] = Field(default_factory=dict)
+    """Options for embedding documents (and queries): ``batch_size``,
+    ``normalize_embeddings``, ``show_progress_bar``, ``max_batch_tokens``."""
+    query_encode_kwargs: dict[str, Any] = Field(default_factory=dict)
+    """Options for embedding queries, over ``encode_kwargs``."""
+    cache_folder: str | None = None
+    """Where hub downloads go (default: the Hugging Face cache)."""
     show_progress: bool = False
     base_url: str | None = None
     """URL of a running ``inbedder serve`` (e.g. "http://127.0.0.1:8080"): embed there."""
@@ -73,6 +91,27 @@ class InBedderEmbeddings(BaseModel, Embeddings):
             raise ValueError("the server returns unit-length vectors: normalize=False needs a local model")
         return self
 
+    @field_validator("encode_kwargs", "query_encode_kwargs")
+    @classmethod
+    def _known_encode_kwargs(cls, value: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(value) - set(ENCODE_KWARGS))
+        if unknown:
+            raise ValueError(f"unknown encode option {unknown[0]!r}; known: {', '.join(ENCODE_KWARGS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_device(self) -> InBedderEmbeddings:
+        """``model_kwargs={"device": ...}`` (HuggingFaceEmbeddings' way) is ``device``."""
+        if "device" in self.model_kwargs:
+            device = self.model_kwargs["device"]
+            if self.device is not None and self.device != device:
+                raise ValueError(f"device={self.device!r} and model_kwargs['device']={device!r} disagree: give one")
+            self.device = device
+            self.model_kwargs = {k: v for k, v in self.model_kwargs.items() if k != "device"}
+        if "cache_dir" in self.model_kwargs:
+            raise ValueError("give the download folder as cache_folder=..., not model_kwargs['cache_dir']")
+        return self
+
     @classmethod
     def from_model(cls, model: InBedder, **kwargs: Any) -> InBedderEmbeddings:
         """Wrap an already loaded ``InBedder`` (no second load)."""
@@ -86,7 +125,7 @@ class InBedderEmbeddings(BaseModel, Embeddings):
         if self._client is None:
             with _LOAD_LOCK:
                 if self._client is None:
-                    options = tuple(sorted(self.model_kwargs.items()))
+                    options = tuple(sorted({**self.model_kwargs, "cache_dir": self.cache_folder}.items()))
                     self._client = _load(self.model_name, self.pooling, self.device, options)
         return self._client
 
@@ -108,20 +147,16 @@ class InBedderEmbeddings(BaseModel, Embeddings):
             self._server = InBedderClient(self.base_url, key)
         return self._server
 
-    def _encode(self, texts: list[str], instruction: str) -> list[list[float]]:
+    def _encode(self, texts: list[str], instruction: str, query: bool = False) -> list[list[float]]:
         if not texts:
             return []
         if self.base_url is not None:  # the server's model unless model_name was given
             model = self.model_name if "model_name" in self.model_fields_set else None
             return self._remote().embed(texts, instruction, model=model).tolist()
-        vectors = self.client.encode(
-            texts,
-            instruction,
-            batch_size=self.batch_size,
-            normalize=self.normalize,
-            show_progress_bar=self.show_progress,
-        )
-        return vectors.tolist()
+        options = {"batch_size": self.batch_size, "normalize": self.normalize, "show_progress_bar": self.show_progress}
+        for given in (self.encode_kwargs, self.query_encode_kwargs if query else {}):
+            options.update({ENCODE_KWARGS[key]: value for key, value in given.items()})
+        return self.client.encode(texts, instruction, **options).tolist()
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         """Embed documents as answers to ``embed_instruction``."""
@@ -131,7 +166,7 @@ class InBedderEmbeddings(BaseModel, Embeddings):
         """Embed a query as the answer to ``query_instruction``."""
         if not isinstance(text, str):
             raise TypeError(f"query must be a str, got {type(text).__name__}")
-        return self._encode([text], self.effective_query_instruction)[0]
+        return self._encode([text], self.effective_query_instruction, query=True)[0]
 
     async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
         """``embed_documents`` in a worker thread: the event loop keeps running."""

@@ -6,6 +6,8 @@ them); every search names the instruction it ranks by, or uses the store's defau
 
 from __future__ import annotations
 
+import itertools
+import shutil
 import tempfile
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -18,12 +20,18 @@ from inbedder_retrieval.index import MANIFEST
 from inbedder_retrieval.validation import check_sequence
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
-from langchain_core.vectorstores import VectorStore
+from langchain_core.runnables.config import run_in_executor
+from langchain_core.vectorstores import VectorStore, VectorStoreRetriever
 from langchain_core.vectorstores.utils import maximal_marginal_relevance
+
+from pydantic import model_validator
 
 from .embeddings import InBedderEmbeddings
 
 Instructions = Sequence[str] | Mapping[str, str | None]
+
+#: Stored documents whose pairwise similarities calibrate the relevance scores.
+CALIBRATION_DOCUMENTS = 256
 
 
 def _as_mapping(instructions: Instructions | None, embedding: InBedderEmbeddings) -> dict[str, str | None]:
@@ -57,6 +65,26 @@ def _check_filter(filter: object) -> Mapping[str, Any] | None:
     return filter  # e.g. a native qdrant_client Filter; the backend decides
 
 
+class InBedderRetriever(VectorStoreRetriever):
+    """A retriever over an ``InBedderVectorStore`` with its own instruction and ``k``.
+
+    ``InBedderRetriever(vectorstore=store, instruction="How does the customer feel?", k=3)``
+    is ``store.as_retriever(search_kwargs={"instruction": ..., "k": 3})``; ``invoke(query,
+    k=1, instruction=...)`` overrides them per call. ``filter`` takes the store's metadata
+    filters.
+    """
+
+    k: int | None = None
+    instruction: str | None = None
+    filter: Mapping[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _into_search_kwargs(self) -> InBedderRetriever:
+        given = {"k": self.k, "instruction": self.instruction, "filter": self.filter}
+        self.search_kwargs = {**self.search_kwargs, **{key: value for key, value in given.items() if value is not None}}
+        return self
+
+
 class InBedderVectorStore(VectorStore):
     """Instruction-aware vector store: FAISS (default) or Qdrant behind an
     ``inbedder_retrieval.InstructionIndex``.
@@ -80,8 +108,11 @@ class InBedderVectorStore(VectorStore):
             built with the same model), otherwise one is created. ``None`` uses a temporary
             folder that is removed on ``close()``.
         instructions: the questions to embed documents under, as a list, or a mapping from
-            each to the question asked about queries (``None``: the same). Default: the
-            embedding's ``embed_instruction``. The first one is the default for searches.
+            each to the question asked about queries (``None``: the same). The first one is
+            the default for searches. Default: for a new index the embedding's
+            ``embed_instruction``; an existing index is used with its own instructions
+            (its first is the default) and opening it never writes: instructions named
+            here that it lacks are added, which embeds the stored corpus under them.
         backend: "faiss" or "qdrant".
         store_options: backend options (FAISS ``factory``/``metric``; Qdrant ``url``,
             ``api_key``, ``collection``, ``location``).
@@ -104,10 +135,8 @@ class InBedderVectorStore(VectorStore):
                 "InBedderVectorStore embeds with an InBedder model: pass an InBedderEmbeddings, "
                 f"got {type(embedding).__name__}"
             )
-        if instructions is None and index is not None and index.instructions:
-            instructions = index.instructions[:1]
-        wanted = _as_mapping(instructions, embedding)
         self._embedding = embedding
+        self._calibrations: dict[str, tuple[int, np.ndarray]] = {}
         self._tempdir: tempfile.TemporaryDirectory[str] | None = None
         if index is not None and path is not None:
             raise ValueError("give either path or index, not both")
@@ -120,10 +149,16 @@ class InBedderVectorStore(VectorStore):
             self.index = InstructionIndex.open(path, embedding.client, store_options=store_options)
         else:
             self.index = InstructionIndex.create(path, embedding.client, backend=backend, store_options=store_options)
+            instructions = _as_mapping(instructions, embedding)
+        self.default_instruction: str | None = None
+        """The instruction searches use when they name none."""
+        if instructions is None:  # an existing index: its own instructions, nothing written
+            self.default_instruction = next(iter(self.index.instructions), None)
+            return
+        wanted = _as_mapping(instructions, embedding)
         for instruction, query_instruction in wanted.items():
             if instruction not in self.index.instructions:
-                self.index.add_instruction(instruction, query_instruction, batch_size=embedding.batch_size,
-                                           show_progress_bar=embedding.show_progress)
+                self.add_instruction(instruction, query_instruction)
         self.default_instruction = next(iter(wanted))
 
     @property
@@ -140,6 +175,42 @@ class InBedderVectorStore(VectorStore):
         self.index.close()
         if self._tempdir is not None:
             self._tempdir.cleanup()
+
+    def __enter__(self) -> InBedderVectorStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- FAISS-style persistence --------------------------------------------------------
+    def save_local(self, folder_path: str | Path) -> None:
+        """Write a copy of the index to ``folder_path`` (JSON, SQLite and the vector
+        store's own files, no pickle); ``load_local`` opens it. A store opened with
+        ``path=`` already persists every write there: saving to that folder only
+        checkpoints. The Qdrant backend with a server keeps its vectors on the server, so
+        only the FAISS and local Qdrant stores can be copied."""
+        target, source = Path(folder_path), Path(self.index.path)
+        if target.resolve() == source.resolve():
+            self.index.save()
+            return
+        if "url" in self.index.info().get("store_options", {}):
+            raise ValueError("this store's vectors live on a Qdrant server: reopen it with path= (the manifest) "
+                             "instead of copying it")
+        if (target / MANIFEST).exists():
+            raise FileExistsError(f"{target} already holds an index; choose an empty folder")
+        self.index.save()
+        with self.index._writing():  # noqa: SLF001 (no writer may change the files while they are copied)
+            shutil.copytree(source, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.lock"))
+
+    @classmethod
+    def load_local(cls, folder_path: str | Path, embeddings: InBedderEmbeddings, *,
+                   allow_dangerous_deserialization: bool = False, **kwargs: Any) -> InBedderVectorStore:
+        """Open an index saved by ``save_local`` (the same as
+        ``InBedderVectorStore(embeddings, path=folder_path)``). Nothing is unpickled, so
+        ``allow_dangerous_deserialization`` is accepted for FAISS code and not needed."""
+        if not (Path(folder_path) / MANIFEST).exists():
+            raise FileNotFoundError(f"{folder_path} holds no index ({MANIFEST} is missing)")
+        return cls(embeddings, path=folder_path, **kwargs)
 
     # -- writes -------------------------------------------------------------------------
     def add_texts(
@@ -159,15 +230,20 @@ class InBedderVectorStore(VectorStore):
                               show_progress_bar=self._embedding.show_progress)
 
     def add_instruction(self, instruction: str, query_instruction: str | None = None) -> None:
-        """Embed every stored document under one more question."""
+        """Embed every stored document under one more question (it becomes the default
+        for searches if the store had none)."""
         self.index.add_instruction(instruction, query_instruction, batch_size=self._embedding.batch_size,
                                    show_progress_bar=self._embedding.show_progress)
+        if self.default_instruction is None:
+            self.default_instruction = instruction
 
     def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool | None:
-        """Delete documents by id (missing ids are ignored)."""
+        """Delete documents by id (missing ids are ignored); ``ids=None`` deletes every
+        document, as LangChain's contract says (the instructions stay). Returns True."""
         if ids is None:
-            raise ValueError("delete needs the ids to delete")
-        self.index.delete(ids)
+            ids = [doc.id for batch in self.index.store.iter_documents() for doc in batch]
+        if ids:
+            self.index.delete(ids)
         return True
 
     def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
@@ -176,7 +252,11 @@ class InBedderVectorStore(VectorStore):
 
     # -- search -------------------------------------------------------------------------
     def _instruction(self, instruction: str | None) -> str:
-        return self.default_instruction if instruction is None else instruction
+        if instruction is not None:
+            return instruction
+        if self.default_instruction is None:
+            raise ValueError("this index has no instruction yet: add one with store.add_instruction(question)")
+        return self.default_instruction
 
     def similarity_search_with_score(
         self,
@@ -267,10 +347,55 @@ class InBedderVectorStore(VectorStore):
         return [_document(candidates[i]) for i in chosen]
 
     def _select_relevance_score_fn(self) -> Callable[[float], float]:
-        """Cosine similarity in [-1, 1] mapped to a relevance in [0, 1]."""
+        """Without an instruction's calibration: cosine similarity in [-1, 1] mapped to
+        [0, 1] (the relevance scores themselves are calibrated per instruction, below)."""
         if self.index.metric == "l2":
             return lambda score: self._euclidean_relevance_score_fn(-score)
         return lambda score: (score + 1.0) / 2.0
+
+    def _calibration(self, instruction: str) -> np.ndarray | None:
+        """Sorted cosine similarities of every pair among the first
+        ``CALIBRATION_DOCUMENTS`` stored documents under ``instruction`` (recomputed when
+        the number of documents changes); ``None`` below two documents."""
+        count = len(self.index)
+        cached = self._calibrations.get(instruction)
+        if cached is not None and cached[0] == count:
+            return cached[1]
+        documents = itertools.islice(itertools.chain.from_iterable(self.index.store.iter_documents()),
+                                     CALIBRATION_DOCUMENTS)
+        vectors = list(self.index.get_vectors([doc.id for doc in documents], instruction).values())
+        reference = None
+        if len(vectors) >= 2:
+            unit = np.stack(vectors)
+            unit = unit / np.linalg.norm(unit, axis=1, keepdims=True).clip(min=1e-12)
+            reference = np.sort((unit @ unit.T)[np.triu_indices(len(unit), 1)])
+        self._calibrations[instruction] = (count, reference)
+        return reference
+
+    def _similarity_search_with_relevance_scores(self, query: str, k: int = 4, **kwargs: Any) -> list[tuple[Document, float]]:
+        """Relevance in [0, 1] calibrated on the index: the share of stored document pairs
+        (under the same instruction) that are less similar to each other than the hit is
+        to the query. A ``score_threshold`` of 0.9 keeps hits closer to the query than
+        90% of document pairs are to each other. Below two documents, and for the l2
+        metric, the plain mapping of ``_select_relevance_score_fn``."""
+        instruction = self._instruction(kwargs.pop("instruction", None))
+        hits = self.similarity_search_with_score(query, k, instruction=instruction, **kwargs)
+        reference = None if self.index.metric == "l2" else self._calibration(instruction)
+        if reference is None:
+            plain = self._select_relevance_score_fn()
+            return [(doc, plain(score)) for doc, score in hits]
+        return [(doc, float(np.searchsorted(reference, score, side="right") / len(reference))) for doc, score in hits]
+
+    async def _asimilarity_search_with_relevance_scores(self, query: str, k: int = 4,
+                                                        **kwargs: Any) -> list[tuple[Document, float]]:
+        return await run_in_executor(None, self._similarity_search_with_relevance_scores, query, k, **kwargs)
+
+    def as_retriever(self, **kwargs: Any) -> InBedderRetriever:
+        """An ``InBedderRetriever``: ``search_kwargs`` (or ``k=``, ``instruction=``,
+        ``filter=``) as for ``similarity_search``; ``search_type`` "similarity", "mmr" or
+        "similarity_score_threshold"."""
+        tags = kwargs.pop("tags", None) or [*self._get_retriever_tags()]
+        return InBedderRetriever(vectorstore=self, tags=tags, **kwargs)
 
     # -- construction -------------------------------------------------------------------
     @classmethod
