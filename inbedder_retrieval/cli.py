@@ -230,7 +230,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         _eval_hub(embedders, args.hub, args.hub_limit)
         return 0
     if args.unseen:
-        _eval_unseen(model, embedders, args.fixture or list(FIXTURES), args.batch_size, args.unseen_json)
+        _eval_unseen(model, embedders, args.fixture or list(FIXTURES), args.batch_size, args.unseen_wordings,
+                     args.unseen_json)
         return 0
     rows = [
         evaluate(name, embed, fixture, load_sample(fixture), FIXTURES[fixture])
@@ -257,7 +258,8 @@ def _eval_hub(embedders: dict, names: list[str], limit: int | None) -> None:
             print(f"| {embedder} | {name} | {KINDS[HUB_SETS[name].kind].metric} | {score:.3f} |", flush=True)
 
 
-def _eval_unseen(model, embedders: dict, fixtures: list[str], batch_size: int, json_path: str | None) -> None:
+def _eval_unseen(model, embedders: dict, fixtures: list[str], batch_size: int, per_aspect: int | None,
+                 json_path: str | None) -> None:
     """Triplet accuracy under held-out and seen instruction wordings (``evaluation.unseen``)."""
     from dataclasses import asdict
 
@@ -272,7 +274,7 @@ def _eval_unseen(model, embedders: dict, fixtures: list[str], batch_size: int, j
         records = load_sample(fixture)
         aspects = [entry for entry in wordings.values() if entry.fixture == fixture]
         for name, embed_many in many.items():
-            scores[name] += score_wordings(embed_many, records, aspects)
+            scores[name] += score_wordings(embed_many, records, aspects, per_aspect)
             print(f"scored {fixture} with {name}", file=sys.stderr, flush=True)
     print(markdown_tables({name: summarise(rows) for name, rows in scores.items()}))
     if json_path:
@@ -434,6 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--unseen", action="store_true",
                             help="instead of the fixtures' own instructions, 20 wordings per aspect, half of them "
                                  "held out of all training data: mean and min triplet accuracy per aspect, HM per fixture")
+    evaluation.add_argument("--unseen-wordings", type=int, default=None, metavar="N",
+                            help="with --unseen, only the first N held-out and N seen wordings per aspect (quick look)")
     evaluation.add_argument("--unseen-json", default=None, metavar="PATH",
                             help="with --unseen, also write every wording's score to this JSON file")
     evaluation.add_argument("--hub-limit", type=int, default=None, metavar="N", help="use the first N rows of each set")
