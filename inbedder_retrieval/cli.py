@@ -231,7 +231,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return 0
     if args.unseen:
         _eval_unseen(model, embedders, args.fixture or list(FIXTURES), args.batch_size, args.unseen_wordings,
-                     args.unseen_json)
+                     args.unseen_per_cell, args.unseen_json)
         return 0
     rows = [
         evaluate(name, embed, fixture, load_sample(fixture), FIXTURES[fixture])
@@ -259,11 +259,12 @@ def _eval_hub(embedders: dict, names: list[str], limit: int | None) -> None:
 
 
 def _eval_unseen(model, embedders: dict, fixtures: list[str], batch_size: int, per_aspect: int | None,
-                 json_path: str | None) -> None:
+                 per_cell: int | None, json_path: str | None) -> None:
     """Triplet accuracy under held-out and seen instruction wordings (``evaluation.unseen``)."""
     from dataclasses import asdict
 
-    from .evaluation.unseen import embed_many_with, load_wordings, markdown_tables, score_wordings, summarise
+    from .evaluation.unseen import (balanced_subset, embed_many_with, load_wordings, markdown_tables, score_wordings,
+                                    summarise)
     from .samples import load_sample
 
     wordings = load_wordings()
@@ -272,6 +273,8 @@ def _eval_unseen(model, embedders: dict, fixtures: list[str], batch_size: int, p
     scores: dict[str, list] = {name: [] for name in many}
     for fixture in fixtures:
         records = load_sample(fixture)
+        if per_cell:
+            records = balanced_subset(records, list(FIXTURES[fixture]), per_cell)
         aspects = [entry for entry in wordings.values() if entry.fixture == fixture]
         for name, embed_many in many.items():
             scores[name] += score_wordings(embed_many, records, aspects, per_aspect)
@@ -438,6 +441,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  "held out of all training data: mean and min triplet accuracy per aspect, HM per fixture")
     evaluation.add_argument("--unseen-wordings", type=int, default=None, metavar="N",
                             help="with --unseen, only the first N held-out and N seen wordings per aspect (quick look)")
+    evaluation.add_argument("--unseen-per-cell", type=int, default=None, metavar="N",
+                            help="with --unseen, only the first N texts of each pair of the fixture's two main labels")
     evaluation.add_argument("--unseen-json", default=None, metavar="PATH",
                             help="with --unseen, also write every wording's score to this JSON file")
     evaluation.add_argument("--hub-limit", type=int, default=None, metavar="N", help="use the first N rows of each set")

@@ -161,7 +161,8 @@ def test_balanced_subset():
 def test_cli_eval_unseen_on_a_tiny_model(tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "scores.json"
     assert main(["eval", "--unseen", "--fixture", "helpdesk_tickets", "--model", str(tiny_model_dir("llama")),
-                 "--device", "cpu", "--no-baselines", "--unseen-wordings", "2", "--unseen-json", str(out)]) == 0
+                 "--device", "cpu", "--no-baselines", "--unseen-wordings", "2", "--unseen-per-cell", "2",
+                 "--unseen-json", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "held-out wordings" in printed and "| helpdesk_tickets/urgency |" in printed
     assert "| **helpdesk_tickets HM** |" in printed and "chance = 0.500" in printed
