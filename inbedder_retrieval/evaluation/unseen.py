@@ -6,6 +6,9 @@ record, nor a near-copy of one; a test enforces it) and 10 ``seen`` (free for tr
 Each wording is scored with the triplet accuracy of ``inbedder eval`` against the aspect's
 ``contrast`` aspect (0.5 = chance). Per aspect: mean and min over held-out wordings and,
 separately, over seen ones; per fixture: the harmonic mean over aspects of the held-out means.
+The wordings include the hard kinds on purpose: topic questions that mention the customer,
+writer, message, email or post; feeling questions that say "about"; questions that list the
+labels; coarse questions (continent, broad category, polarity, urgency) next to fine ones.
 
 The near-copy rule (``is_near_copy``) is public so that training data can be filtered with
 it: ``[r for r in records if not near_held_out(r.instruction)]``.
