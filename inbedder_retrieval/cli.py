@@ -13,6 +13,7 @@ import numpy as np
 
 from . import __version__
 from .errors import InBedderError
+from .evaluation import FIXTURES
 from .evaluation.hub import HUB_SETS
 
 #: Errors that mean bad input (a missing file, malformed JSON, an unknown instruction or
@@ -374,7 +375,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .evaluation import FIXTURES, evaluate, markdown_table
+    from .evaluation import evaluate, markdown_table
     from .evaluation import baselines
     from .samples import load_sample
 
@@ -395,6 +396,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         embedders["raw LM, mean-pooled, no prompt"] = baselines.raw_language_model(model)
     if args.hub:
         _eval_hub(embedders, args.hub, args.hub_limit)
+        return 0
+    if args.unseen:
+        _eval_unseen(model, embedders, args.fixture or list(FIXTURES), args.batch_size, args.unseen_wordings,
+                     args.unseen_per_cell, args.unseen_json)
         return 0
     rows = [
         evaluate(name, embed, fixture, load_sample(fixture), FIXTURES[fixture])
@@ -419,6 +424,33 @@ def _eval_hub(embedders: dict, names: list[str], limit: int | None) -> None:
         for embedder, embed in embedders.items():
             score = score_hub_set(embed, name, records)
             print(f"| {embedder} | {name} | {KINDS[HUB_SETS[name].kind].metric} | {score:.3f} |", flush=True)
+
+
+def _eval_unseen(model, embedders: dict, fixtures: list[str], batch_size: int, per_aspect: int | None,
+                 per_cell: int | None, json_path: str | None) -> None:
+    """Triplet accuracy under held-out and seen instruction wordings (``evaluation.unseen``)."""
+    from dataclasses import asdict
+
+    from .evaluation.unseen import (balanced_subset, embed_many_with, load_wordings, markdown_tables, score_wordings,
+                                    summarise)
+    from .samples import load_sample
+
+    wordings = load_wordings()
+    many = {name: (lambda texts, qs: model.encode_many(texts, qs, batch_size=batch_size))
+            if name.startswith("InBedder") else embed_many_with(embed) for name, embed in embedders.items()}
+    scores: dict[str, list] = {name: [] for name in many}
+    for fixture in fixtures:
+        records = load_sample(fixture)
+        if per_cell:
+            records = balanced_subset(records, list(FIXTURES[fixture]), per_cell)
+        aspects = [entry for entry in wordings.values() if entry.fixture == fixture]
+        for name, embed_many in many.items():
+            scores[name] += score_wordings(embed_many, records, aspects, per_aspect)
+            print(f"scored {fixture} with {name}", file=sys.stderr, flush=True)
+    print(markdown_tables({name: summarise(rows) for name, rows in scores.items()}))
+    if json_path:
+        Path(json_path).write_text(json.dumps({name: [asdict(row) for row in rows] for name, rows in scores.items()},
+                                              indent=1, ensure_ascii=False), encoding="utf-8")
 
 
 def _eval_robustness_and_sts(model, embedders: dict, fixtures: list[str], robust: bool, sts: bool) -> None:
@@ -456,7 +488,7 @@ def _eval_retrieval(model, embedders: dict, fixtures: list[str], queries: int, k
     import contextlib
     import tempfile
 
-    from .evaluation import FIXTURES, EmbedderSearch, aspect_retrieval
+    from .evaluation import EmbedderSearch, aspect_retrieval
     from .index import InstructionIndex
     from .samples import load_sample
 
@@ -597,7 +629,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation = commands.add_parser("eval", help="instruction awareness on the shipped fixtures, with baselines",
                                      description="Triplet accuracy and k-means V-measure per aspect (and their "
                                                  "harmonic means) for the model and three baselines.")
-    evaluation.add_argument("--fixture", action="append", help="two_aspects or support_messages (default: both)")
+    evaluation.add_argument("--fixture", action="append",
+                            help="a shipped fixture (repeatable; default: all): " + ", ".join(FIXTURES))
     evaluation.add_argument("--no-baselines", action="store_true", help="evaluate only the model")
     evaluation.add_argument("--robustness", action="store_true",
                             help="V-measure under paraphrased, implicit and wrong-aspect instructions")
@@ -607,6 +640,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--hub", action="append", metavar="SET",
                             help="instead of the fixtures, a reference set from the hub (needs the hub and the "
                                  "hub-data extra): " + ", ".join(HUB_SETS))
+    evaluation.add_argument("--unseen", action="store_true",
+                            help="instead of the fixtures' own instructions, 20 wordings per aspect, half of them "
+                                 "held out of all training data: mean and min triplet accuracy per aspect, HM per fixture")
+    evaluation.add_argument("--unseen-wordings", type=int, default=None, metavar="N",
+                            help="with --unseen, only the first N held-out and N seen wordings per aspect (quick look)")
+    evaluation.add_argument("--unseen-per-cell", type=int, default=None, metavar="N",
+                            help="with --unseen, only the first N texts of each pair of the fixture's two main labels")
+    evaluation.add_argument("--unseen-json", default=None, metavar="PATH",
+                            help="with --unseen, also write every wording's score to this JSON file")
     evaluation.add_argument("--hub-limit", type=int, default=None, metavar="N", help="use the first N rows of each set")
     _model_options(evaluation)
     evaluation.set_defaults(handler=cmd_eval)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from importlib import resources
 
-SAMPLES = ("two_aspects", "demo_reviews", "support_messages", "instructed_sts")
+SAMPLES = ("two_aspects", "demo_reviews", "support_messages", "instructed_sts",
+           "customer_emails", "news_snippets", "helpdesk_tickets")
 
 
 def load_sample(name: str) -> list[dict[str, str]]:

@@ -9,6 +9,16 @@ import numpy as np
 Embed = Callable[[Sequence[str], str], np.ndarray]
 
 
+def ignores_instruction(embed: Embed) -> bool:
+    """True for an embedder marked as blind to the instruction (its vectors depend on the texts only)."""
+    return getattr(embed, "ignores_instruction", False)
+
+
+def _blind(embed: Embed) -> Embed:
+    embed.ignores_instruction = True
+    return embed
+
+
 def inbedder(model) -> Embed:
     """An InBedder: the instruction is the question about each text."""
     return lambda texts, instruction: model.encode(list(texts), instruction)
@@ -16,7 +26,7 @@ def inbedder(model) -> Embed:
 
 def sentence_embedder(model) -> Embed:
     """A plain sentence embedder: the instruction is ignored."""
-    return lambda texts, instruction: model.encode(list(texts), show_progress_bar=False)
+    return _blind(lambda texts, instruction: model.encode(list(texts), show_progress_bar=False))
 
 
 def prefixed_sentence_embedder(model) -> Embed:
@@ -42,4 +52,4 @@ def raw_language_model(model, batch_size: int = 16) -> Embed:
             rows.append(((states * mask).sum(1) / mask.sum(1)).float().cpu())
         return torch.cat(rows).numpy()
 
-    return embed
+    return _blind(embed)
