@@ -143,11 +143,19 @@ def build_records(
     ``per_question`` x the type's weight different wordings (slots filled with the domain's
     nouns), each record carrying all of the type's wordings (one filling each) as its
     augmentation pool and the aspect as its ``qtype``; plus the free-form records; shuffled.
-    ``exclude`` drops every wording (generated or free-form) for which it returns True, e.g.
-    near-copies of held-out evaluation wordings; it is called once per distinct wording."""
+    Wordings that nearly copy a held-out evaluation wording (``evaluation.unseen``) are
+    always dropped, generated or free-form, so the unseen-wording evaluation stays unseen;
+    ``exclude`` drops more (every wording for which it returns True). Both are asked once
+    per distinct wording."""
+    from .evaluation.unseen import near_held_out
+
     if per_question < 1:
         raise ValueError(f"per_question must be >= 1, got {per_question}")
-    keep = functools.cache((lambda wording: not exclude(wording)) if exclude else (lambda wording: True))
+
+    @functools.cache
+    def keep(wording: str) -> bool:
+        return near_held_out(wording) is None and not (exclude and exclude(wording))
+
     folder = Path(folder) if folder else shipped_folder()
     types, slots = load_question_types(folder), load_slots(folder)
     _check_slots(types, slots)

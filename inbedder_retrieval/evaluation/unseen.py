@@ -17,6 +17,7 @@ it: ``[r for r in records if not near_held_out(r.instruction)]``.
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import re
 from collections import defaultdict
@@ -77,19 +78,37 @@ def normalise(text: str) -> str:
 def is_near_copy(a: str, b: str) -> bool:
     """True if the normalised strings are equal, share >= 60% of their tokens (Jaccard) or
     have a difflib ``SequenceMatcher`` ratio >= 0.85."""
-    a, b = normalise(a), normalise(b)
+    return _near_normalised(normalise(a), normalise(b))
+
+
+def _near_normalised(a: str, b: str) -> bool:
     if a == b:
         return True
     tokens_a, tokens_b = set(a.split()), set(b.split())
     if tokens_a and len(tokens_a & tokens_b) / len(tokens_a | tokens_b) >= JACCARD_THRESHOLD:
         return True
     matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
-    return matcher.real_quick_ratio() >= RATIO_THRESHOLD and matcher.ratio() >= RATIO_THRESHOLD
+    return (matcher.real_quick_ratio() >= RATIO_THRESHOLD and matcher.quick_ratio() >= RATIO_THRESHOLD
+            and matcher.ratio() >= RATIO_THRESHOLD)
 
 
 def near_held_out(instruction: str, held_out: Iterable[str] | None = None) -> str | None:
     """The first held-out wording that ``instruction`` nearly copies, or None (safe to train on)."""
-    return next((w for w in (held_out_wordings() if held_out is None else held_out) if is_near_copy(instruction, w)), None)
+    if held_out is None:
+        return _near_shipped_held_out(instruction)
+    normalised = normalise(instruction)
+    return next((w for w in held_out if _near_normalised(normalised, normalise(w))), None)
+
+
+@functools.lru_cache(maxsize=65536)
+def _near_shipped_held_out(instruction: str) -> str | None:
+    normalised = normalise(instruction)
+    return next((w for w, n in _shipped_held_out() if _near_normalised(normalised, n)), None)
+
+
+@functools.cache
+def _shipped_held_out() -> tuple[tuple[str, str], ...]:
+    return tuple((wording, normalise(wording)) for wording in held_out_wordings())
 
 
 @dataclass(frozen=True)
