@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-import textwrap
 import time
 
 import numpy as np
@@ -15,6 +12,8 @@ import pytest
 from inbedder_retrieval import InBedder
 from inbedder_retrieval.errors import CorruptIndexError, IncompatibleIndexError, IndexLockedError, UnknownInstructionError
 from inbedder_retrieval.index import InstructionIndex
+from processes import child as run_child
+from processes import wait_for
 
 Q1, Q2, Q3 = "How does the customer feel?", "Which product is discussed?", "What does the customer want?"
 TEXTS = [f"message number {i} about item {i % 3} and mood {i % 2}" for i in range(12)]
@@ -181,25 +180,11 @@ def test_stale_faiss_files_are_rebuilt_from_the_database(index, tmp_path):
         assert same_hits(again.search(TEXTS[7], Q1, k=5), expected)
 
 
-def _child(code: str, tmp_path) -> subprocess.Popen:
-    script = tmp_path / "child.py"
-    script.write_text(textwrap.dedent(code))
-    return subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-
-
-def _wait_for(marker, process, seconds=120):
-    deadline = time.time() + seconds
-    while not marker.exists():
-        assert process.poll() is None, process.stdout.read().decode()
-        assert time.time() < deadline, "child did not reach the marker"
-        time.sleep(0.05)
-
-
 def test_killed_writer_leaves_the_index_as_before(index, tmp_path):
     expected = index.search(TEXTS[1], Q1, k=3)
     index.close()
     marker = tmp_path / "marker"
-    child = _child(f"""
+    child = run_child(f"""
         import pathlib, time
         from inbedder_retrieval.index import InstructionIndex
         index = InstructionIndex.open({str(tmp_path / 'idx')!r})
@@ -213,7 +198,7 @@ def test_killed_writer_leaves_the_index_as_before(index, tmp_path):
         index.model.encode_many = slow
         index.add([f"new text {{i}}" for i in range(40)], ids=["doc-0"] + [f"new-{{i}}" for i in range(39)], batch_size=8)
     """, tmp_path)
-    _wait_for(marker, child)
+    wait_for(marker, child)
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
     with InstructionIndex.open(tmp_path / "idx") as again:
@@ -227,7 +212,7 @@ def test_killed_writer_leaves_the_index_as_before(index, tmp_path):
 @pytest.mark.parametrize("backend", ["faiss"])
 def test_second_writer_gets_a_clear_error_and_readers_keep_working(index, tmp_path):
     marker = tmp_path / "marker"
-    child = _child(f"""
+    child = run_child(f"""
         import pathlib, time
         from inbedder_retrieval.index import InstructionIndex
         index = InstructionIndex.open({str(tmp_path / 'idx')!r})
@@ -236,7 +221,7 @@ def test_second_writer_gets_a_clear_error_and_readers_keep_working(index, tmp_pa
             time.sleep(600)
     """, tmp_path)
     try:
-        _wait_for(marker, child)
+        wait_for(marker, child)
         index.lock_timeout = 0.2
         with pytest.raises(IndexLockedError, match="locked by another writer"):
             index.add(["blocked"], ids=["blocked"])
@@ -251,7 +236,7 @@ def test_second_writer_gets_a_clear_error_and_readers_keep_working(index, tmp_pa
 
 @pytest.mark.parametrize("backend", ["faiss"])
 def test_a_second_process_sees_committed_writes(index, tmp_path):
-    child = _child(f"""
+    child = run_child(f"""
         from inbedder_retrieval.index import InstructionIndex
         with InstructionIndex.open({str(tmp_path / 'idx')!r}) as other:
             other.add(["written by another process"], ids=["other"])
@@ -264,7 +249,7 @@ def test_a_second_process_sees_committed_writes(index, tmp_path):
 
 @pytest.mark.parametrize("backend", ["qdrant"])
 def test_embedded_qdrant_refuses_a_second_process_clearly(index, tmp_path):
-    child = _child(f"""
+    child = run_child(f"""
         from inbedder_retrieval.index import InstructionIndex
         InstructionIndex.open({str(tmp_path / 'idx')!r})
     """, tmp_path)

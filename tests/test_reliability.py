@@ -7,16 +7,13 @@ import json
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
-import textwrap
 import time
 
 import pytest
-
 from inbedder_retrieval import InBedder
 from inbedder_retrieval.errors import CorruptIndexError, IndexLockedError, UnknownInstructionError
 from inbedder_retrieval.index import InstructionIndex
+from processes import child, wait_for
 
 Q1, Q2, Q3 = "How does the customer feel?", "Which product is discussed?", "What does the customer want?"
 TEXTS = [f"message number {i} about item {i % 3} and mood {i % 2}" for i in range(24)]
@@ -35,20 +32,6 @@ def build(root, model, backend="faiss"):
 
 def everyone_finds_itself(index, instruction=Q1):
     return all(index.search(text, instruction, k=1)[0].id == doc_id for doc_id, text in zip(IDS, TEXTS))
-
-
-def child(code: str, tmp_path, name="child.py") -> subprocess.Popen:
-    script = tmp_path / name
-    script.write_text(textwrap.dedent(code))
-    return subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-
-
-def wait_for(marker, process, seconds=120):
-    deadline = time.time() + seconds
-    while not marker.exists():
-        assert process.poll() is None, process.stdout.read().decode()
-        assert time.time() < deadline, "child did not reach the marker"
-        time.sleep(0.02)
 
 
 # -- a SIGKILL inside every kind of write, on both backends ------------------------------
