@@ -292,14 +292,17 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def _filter_option(text: str | None) -> dict | None:
-    """The ``--filter`` JSON, parsed and held to the filter nesting limit."""
+    """The ``--filter`` JSON, checked as the stores check it (before the model loads)."""
     from .io import parse_json
-    from .validation import MAX_FILTER_NESTING, check_nesting
+    from .stores.filters import FilterError, parse
 
     if text is None:
         return None
     value = parse_json(text, "--filter")
-    check_nesting(value, "--filter", MAX_FILTER_NESTING)
+    try:
+        parse(value)
+    except FilterError as error:
+        raise FilterError(f"--filter: {error}") from None
     return value
 
 

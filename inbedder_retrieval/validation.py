@@ -17,8 +17,6 @@ from typing import Any
 
 #: Deepest nesting of dicts and lists in one metadata object.
 MAX_NESTING = 32
-#: Deepest nesting of dicts and lists in a filter (about 32 nested ``$and``/``$or``).
-MAX_FILTER_NESTING = 64
 #: Largest metadata object, as UTF-8 JSON.
 MAX_METADATA_BYTES = 64 * 1024
 

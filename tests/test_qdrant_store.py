@@ -209,13 +209,67 @@ def test_opening_a_damaged_shard_adds_no_files(tmp_path):
     assert sorted((tmp_path / "qdrant-store").rglob("*")) == before
 
 
-@pytest.mark.xfail(strict=True, reason="qdrant-edge 0.9.0 keeps no checksum of its vector storage: garbled "
-                   "vectors are read as they are (see the damage table in the README)")
-def test_garbled_vector_storage_is_detected(tmp_path):
+def _garbled_at(offset: int):
+    def damage(path: Path) -> None:
+        with open(path, "r+b") as handle:
+            handle.seek(offset)
+            handle.write(bytes(range(200, 256)) + bytes(8))
+    return damage
+
+
+@pytest.mark.parametrize("offset", [0, 4 * DIM * 17, 4 * DIM * 29 + 4], ids=["first-vector", "middle", "last-vector"])
+def test_garbled_vector_storage_is_detected_on_open(tmp_path, offset):
+    """qdrant-edge keeps no checksum of its vectors: the stamp's CRC-32 per vector file does."""
+    _filled(tmp_path)
+    chunk = _segment_file(tmp_path / "qdrant-store" / EDGE_DIR, "vector_storage-a/vectors/chunk_0.mmap")
+    _garbled_at(offset)(chunk)
+    with pytest.raises(CorruptIndexError, match=r"vector_storage-a/vectors/chunk_0\.mmap \(vectors of space 'a'\)"):
+        open_store("qdrant", tmp_path, {})
+
+
+def test_verify_rereads_every_vector_file(tmp_path):
     vectors = _filled(tmp_path)
-    _garbled(_segment_file(tmp_path / "qdrant-store" / EDGE_DIR, "vector_storage-a/vectors/chunk_0.mmap"))
-    with pytest.raises(CorruptIndexError):
-        _read_everything(tmp_path, vectors)
+    store = open_store("qdrant", tmp_path, {})
+    try:
+        assert store.verify() == {"documents": 30, "spaces": {"a": 30, "b": 30}}
+        store.upsert([Document("new", "new", {})], {s: v[:1] for s, v in vectors.items()})
+        assert store.verify() == {"documents": 31, "spaces": {"a": 31, "b": 31}}
+        chunk = _segment_file(tmp_path / "qdrant-store" / EDGE_DIR, "vector_storage-b/vectors/chunk_0.mmap")
+        stat = chunk.stat()
+        _garbled_at(4 * DIM * 3)(chunk)
+        os.utime(chunk, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # even with its times put back
+        with pytest.raises(CorruptIndexError, match="vectors of space 'b'"):
+            store.verify()
+    finally:
+        store.close()
+
+
+def test_a_stamp_without_checksums_still_opens(tmp_path):
+    """Indexes written before the stamp held checksums open as before."""
+    vectors = _filled(tmp_path)
+    stamp_file = tmp_path / "qdrant-store" / STATE
+    stamp = json.loads(stamp_file.read_text())
+    del stamp["files"]
+    stamp_file.write_text(json.dumps(stamp))
+    _read_everything(tmp_path, vectors)
+    assert "files" not in json.loads(stamp_file.read_text())  # opening never writes
+    store = open_store("qdrant", tmp_path, {})
+    store.delete(["d0"])
+    store.close()
+    assert set(json.loads(stamp_file.read_text())["files"]) == {"a", "b"}
+
+
+def test_rewritten_vectors_are_checksummed_again_at_commit(tmp_path):
+    """Each commit records the files it changed, so honest writes never look like damage."""
+    vectors = _filled(tmp_path)
+    for round_ in range(3):
+        store = open_store("qdrant", tmp_path, {})
+        store.set_vectors("a", ["d1", "d2"], vectors["a"][[5, 6]] * (round_ + 2))
+        store.upsert([Document(f"r{round_}", "x", {})], {s: v[:1] for s, v in vectors.items()})
+        store.close()
+    store = open_store("qdrant", tmp_path, {})
+    assert store.verify()["spaces"] == {"a": 33, "b": 33}
+    store.close()
 
 
 def test_an_emptied_id_tracker_is_not_an_empty_index(tmp_path):

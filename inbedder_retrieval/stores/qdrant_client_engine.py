@@ -139,5 +139,9 @@ class ClientEngine:
     def flush(self) -> None:
         """qdrant-client commits every call (local mode) or the server does."""
 
+    def file_digests(self, spaces: Sequence[str], *, fresh: bool = False) -> dict[str, dict[str, int]]:
+        """Nothing to checksum here: the store keeps no stamp of a non-local engine."""
+        return {}
+
     def close(self) -> None:
         self.client.close()

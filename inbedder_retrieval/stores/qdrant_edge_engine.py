@@ -11,7 +11,10 @@ placeholder vector that no point holds (it also marks the shard as ours).
 
 from __future__ import annotations
 
+import glob
 import json
+import os
+import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,19 @@ from .qdrant_store import PointState
 PLACEHOLDER = "_inbedder_placeholder"
 CONFIG_FILE = "edge_config.json"
 VERSION_FILE = "version.info"
+READ_BLOCK = 8 << 20
+
+
+def _crc32(file: Path) -> int:
+    crc = 0
+    with open(file, "rb") as handle:
+        while block := handle.read(READ_BLOCK):
+            crc = zlib.crc32(block, crc)
+    return crc
+
+
+def _stat_key(stat: os.stat_result) -> tuple[int, int, int, int]:
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns
 
 
 def _edge() -> Any:
@@ -79,6 +95,7 @@ class EdgeEngine:
         self.where = str(self.folder)
         self.target = EdgeTarget(self.edge)
         self.native = self.edge.Filter
+        self._digests: dict[str, tuple[tuple[int, int, int, int], int]] = {}  # file -> (stat key, CRC-32)
         if create:
             self.shard = self._create()
             self._dims: dict[str, int] = {}
@@ -228,6 +245,26 @@ class EdgeEngine:
 
     def flush(self) -> None:
         self._call("flush")
+
+    def file_digests(self, spaces: Sequence[str], *, fresh: bool = False) -> dict[str, dict[str, int]]:
+        """CRC-32 of the vector files of each space (space -> path under the shard -> checksum).
+
+        qdrant-edge keeps no checksum of its vector storage, so garbled bytes there would be
+        read as vectors: the store records these at every commit and compares them on open.
+        A file whose inode, size and times are those it had when last read here reuses that
+        checksum (every write to a file, mapped or not, updates its times), unless ``fresh``.
+        """
+        digests: dict[str, dict[str, int]] = {}
+        for space in spaces:
+            digests[space] = {}
+            for file in sorted(self.folder.glob(f"segments/*/vector_storage-{glob.escape(space)}/vectors/chunk_*.mmap")):
+                name = file.relative_to(self.folder).as_posix()
+                key = _stat_key(file.stat())
+                cached = self._digests.get(name)
+                if fresh or cached is None or cached[0] != key:
+                    cached = self._digests[name] = (key, _crc32(file))
+                digests[space][name] = cached[1]
+        return digests
 
     def close(self) -> None:
         self.shard.close()

@@ -18,9 +18,10 @@ journal (``journal.py``) in which every write records the previous state of what
 changes before changing it; a write outside ``transaction()`` is a transaction of its own.
 
 An embedded store also keeps ``state.json``: the number of points and of vectors per
-space after the last commit. Opening compares it with the shard, so shard files that lost
-data (the engine opens some damaged files as an empty shard) give ``CorruptIndexError``
-instead of silently missing documents.
+space after the last commit, and a CRC-32 of every vector file. Opening compares it with
+the shard, so shard files that lost data (the engine opens some damaged files as an empty
+shard) or garbled vectors (the engine keeps no checksum of them) give ``CorruptIndexError``
+instead of silently missing documents or wrong answers.
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ class QdrantEngine(Protocol):
     def query(self, name: str, vector: list[float], k: int, native: Any) -> list[tuple[Mapping[str, Any], float]]: ...
     def count(self, vector: str | None = None) -> int: ...
     def flush(self) -> None: ...
+    def file_digests(self, spaces: Sequence[str], *, fresh: bool = False) -> dict[str, dict[str, int]]: ...
     def close(self) -> None: ...
 
 
@@ -146,46 +148,76 @@ class QdrantStore(VectorStore):
 
     def _write_stamp(self, without: str | None = None) -> None:
         if self.engine.local:
-            atomic_write_bytes(self.folder / STATE, json.dumps(self._stamp(without)).encode())
+            stamp = self._stamp(without)
+            stamp["files"] = self.engine.file_digests(list(stamp["vectors"]))
+            atomic_write_bytes(self.folder / STATE, json.dumps(stamp).encode())
 
     def _check_stamp(self) -> None:
         """Compare the shard with the stamp of the last commit (or, after a rollback, with
         the state the rolled-back journal started from), then record it."""
-        file = self.folder / STATE
-        if self._stamp_before is not None:
-            recorded = self._stamp_before
-        else:
-            try:
-                recorded = json.loads(file.read_text("utf-8"))
-            except FileNotFoundError:
-                raise CorruptIndexError(f"{file} is missing: the Qdrant shard cannot be checked without it") from None
-            except (ValueError, UnicodeDecodeError) as error:
-                raise CorruptIndexError(f"{file} is truncated or corrupted ({error})") from None
-        self._settle_spaces(recorded)
-        actual = self._stamp()
-        if recorded != actual:
-            raise CorruptIndexError(
-                f"{self.engine.where} holds {actual} but {file} recorded {recorded} at the last commit: "
-                "files of the Qdrant shard are damaged or were changed outside this library"
-            )
-        if self._stamp_before is not None:
+        recorded = self._stamp_before if self._stamp_before is not None else self._read_stamp()
+        settled = self._settle_spaces(recorded)
+        actual = self._check_counts(recorded)
+        if self._stamp_before is not None:  # a rolled-back writer rewrote vectors: record them anew
             self._write_stamp()
+        else:
+            self._check_files(recorded.get("files", {}), [s for s in actual["vectors"] if s not in settled])
 
-    def _settle_spaces(self, recorded: dict[str, Any]) -> None:
-        """Finish vector-name changes that qdrant-edge lost when its writer was killed.
+    def _read_stamp(self) -> dict[str, Any]:
+        file = self.folder / STATE
+        try:
+            recorded = json.loads(file.read_text("utf-8"))
+        except FileNotFoundError:
+            raise CorruptIndexError(f"{file} is missing: the Qdrant shard cannot be checked without it") from None
+        except (ValueError, UnicodeDecodeError) as error:
+            raise CorruptIndexError(f"{file} is truncated or corrupted ({error})") from None
+        if not isinstance(recorded, dict):
+            raise CorruptIndexError(f"{file} is truncated or corrupted (not a JSON object)")
+        return recorded
+
+    def _check_counts(self, recorded: Mapping[str, Any]) -> dict[str, Any]:
+        counts = {key: value for key, value in recorded.items() if key != "files"}
+        actual = self._stamp()
+        if counts != actual:
+            raise CorruptIndexError(
+                f"{self.engine.where} holds {actual} but {self.folder / STATE} recorded {counts} at the last "
+                "commit: files of the Qdrant shard are damaged or were changed outside this library"
+            )
+        return actual
+
+    def _check_files(self, recorded: Mapping[str, Mapping[str, int]], spaces: Sequence[str], *,
+                     fresh: bool = False) -> None:
+        """Compare the vector files of ``spaces`` with their checksums at the last commit
+        (a stamp written before checksums existed records none)."""
+        actual = self.engine.file_digests([s for s in spaces if s in recorded], fresh=fresh)
+        for space, files in actual.items():
+            for name, crc in recorded[space].items():
+                if name not in files:
+                    raise CorruptIndexError(f"{self.engine.where}/{name} is missing: {STATE} recorded it at the last commit")
+                if files[name] != crc:
+                    raise CorruptIndexError(
+                        f"{self.engine.where}/{name} (vectors of space {space!r}) does not match: "
+                        f"{self.folder / STATE} recorded another checksum at the last commit; files of the "
+                        "Qdrant shard are damaged or were changed outside this library")
+
+    def _settle_spaces(self, recorded: dict[str, Any]) -> set[str]:
+        """Finish vector-name changes that qdrant-edge lost when its writer was killed;
+        return the spaces dropped or created again.
 
         The stamp is written before a space is dropped and when a creation commits, so it
         names the committed spaces: one the shard has beyond them is dropped again, an
         empty one it lacks is created again. Missing vectors stay an error."""
-        committed = recorded.get("vectors", {}) if isinstance(recorded, dict) else {}
+        committed = recorded.get("vectors", {})
         dims = self._space_dims(refresh=True)
         for space in set(dims) - set(committed):
             self._delete_vector(space)
         for space in set(committed) - set(dims):
             if committed[space] == 0 and space in recorded.get("dims", {}):
                 self._create_vector(space, recorded["dims"][space])
-        if set(dims) != set(self._space_dims(refresh=True)):
+        settled = set(dims) ^ set(self._space_dims(refresh=True))
+        if settled:
             self.engine.flush()
+        return settled
 
     # -- transactions ----------------------------------------------------------------------
     @contextmanager
@@ -373,6 +405,17 @@ class QdrantStore(VectorStore):
         native = filter if filter is None or isinstance(filter, engine.native) else to_qdrant(filter, engine.target)
         hits = engine.query(space, np.asarray(vector, dtype="float32").tolist(), k, native)
         return [Hit(p["id"], p["text"], p.get("metadata") or {}, score) for p, score in hits]
+
+    def verify(self) -> dict[str, Any]:
+        """Check the shard against the last commit's stamp, re-reading every vector file
+        (embedded stores); raise ``CorruptIndexError`` naming a damaged file, else return
+        the counts of documents and of vectors per space."""
+        spaces = self.spaces()
+        if self.engine.local:
+            recorded = self._read_stamp()
+            self._check_counts(recorded)
+            self._check_files(recorded.get("files", {}), spaces, fresh=True)
+        return {"documents": len(self), "spaces": {space: self.engine.count(space) for space in spaces}}
 
     def __len__(self) -> int:
         return self.engine.count()
