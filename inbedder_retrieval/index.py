@@ -50,6 +50,25 @@ def space_name(instruction: str) -> str:
     return "i" + hashlib.sha256(instruction.encode()).hexdigest()[:16]
 
 
+def model_record(model: InBedder) -> dict[str, Any]:
+    """What an index (and an embedding shard) records of the model that made its vectors."""
+    return {
+        "name": model.name,
+        "fingerprint": model.fingerprint,
+        "pooling": model.pooling,
+        "layer": model.description.layer,
+        "dim": model.dim,
+    }
+
+
+def document_vectors(model: InBedder, texts: Sequence[str], instructions: Sequence[str],
+                     cache: EmbeddingCache | None = None, *, batch_size: int = 64) -> dict[str, np.ndarray]:
+    """The vectors an index stores for ``texts`` under each instruction (unit length, float32):
+    one ``encode_many`` call, which encodes each text once for causal models (see
+    ``CausalBackend.embed_many``)."""
+    return encode_many_cached(model, list(texts), list(instructions), cache, batch_size=batch_size)
+
+
 @dataclass(frozen=True)
 class InstructionSpec:
     """An instruction of the index, the instruction used for queries, and its space."""
@@ -107,13 +126,7 @@ class InstructionIndex:
         options = dict(store_options or {})
         manifest = {
             "format_version": FORMAT_VERSION,
-            "model": {
-                "name": model.name,
-                "fingerprint": model.fingerprint,
-                "pooling": model.pooling,
-                "layer": model.description.layer,
-                "dim": model.dim,
-            },
+            "model": model_record(model),
             "metric": "l2" if options.get("metric") == "l2" else "cosine",
             "backend": backend,
             "store_options": {k: v for k, v in options.items() if k not in SECRET_OPTIONS},
@@ -292,16 +305,14 @@ class InstructionIndex:
         return ids
 
     def _vectors_for(self, batch: list[Document], specs: list[InstructionSpec], batch_size: int) -> dict[str, np.ndarray]:
-        """Vectors of ``batch`` per space, reusing stored ones where the text is unchanged.
-
-        New texts are embedded under all instructions in one ``encode_many`` call, which
-        encodes each text once for causal models (see ``CausalBackend.embed_many``)."""
+        """Vectors of ``batch`` per space, reusing stored ones where the text is unchanged;
+        new texts get ``document_vectors``."""
         stored = self.store.get([doc.id for doc in batch])
         unchanged = [doc.id for doc, old in zip(batch, stored) if old is not None and old.text == doc.text]
         reused = {spec.space: self.store.get_vectors(spec.space, unchanged) if unchanged else {} for spec in specs}
         todo = [doc for doc in batch if not all(doc.id in reused[spec.space] for spec in specs)]
-        fresh = encode_many_cached(self.model, [doc.text for doc in todo], [spec.instruction for spec in specs],
-                                   self.cache, batch_size=batch_size) if todo else {}
+        fresh = document_vectors(self.model, [doc.text for doc in todo], [spec.instruction for spec in specs],
+                                 self.cache, batch_size=batch_size) if todo else {}
         position = {doc.id: row for row, doc in enumerate(todo)}
         return {
             spec.space: np.stack([
