@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import shutil
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -33,6 +34,7 @@ from .embedder import InBedder
 from .errors import CorruptIndexError, IncompatibleIndexError, IndexLockedError, UnknownInstructionError
 from .manifest import FORMAT_VERSION, MANIFEST, read_manifest
 from .progress import show_progress
+from .shards import ShardChunk, iter_shard, shard_columns, shard_paths, shard_summary
 from .stores import Document, Filter, Hit, VectorStore, open_store
 from .validation import check_documents, check_ids, check_instructions, check_k, check_positive_int
 
@@ -67,6 +69,16 @@ def document_vectors(model: InBedder, texts: Sequence[str], instructions: Sequen
     one ``encode_many`` call, which encodes each text once for causal models (see
     ``CausalBackend.embed_many``)."""
     return encode_many_cached(model, list(texts), list(instructions), cache, batch_size=batch_size)
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    """What ``import_embeddings`` did: shards read, documents written, documents skipped
+    (already stored with the same text and metadata)."""
+
+    shards: int
+    imported: int
+    skipped: int
 
 
 @dataclass(frozen=True)
@@ -324,6 +336,61 @@ class InstructionIndex:
 
     def _encode(self, texts: list[str], instruction: str, batch_size: int) -> np.ndarray:
         return encode_cached(self.model, texts, instruction, self.cache, batch_size=batch_size)
+
+    def import_embeddings(self, sources: Iterable[str | os.PathLike[str]], *, chunk_size: int = WRITE_CHUNK,
+                          show_progress_bar: bool | None = None) -> ImportReport:
+        """Import precomputed vectors from embedding shards (files, or folders of
+        ``*.parquet`` files; see ``shards.py``) without calling the model.
+
+        Every shard's header is checked before anything is written: the model fingerprint
+        and dimension must be the index's, and every instruction of the index must have a
+        column (``IncompatibleIndexError`` naming the file); a shard's instructions that the
+        index lacks are ignored with a warning. Rows are then read ``chunk_size`` at a time,
+        checked as ``add`` checks its input, and each chunk is one store transaction: a
+        killed import leaves the index at a chunk boundary. Documents already stored with
+        the same text and metadata are skipped, so running the import again resumes it.
+        """
+        files = shard_paths(sources)
+        check_positive_int(chunk_size, "chunk_size")
+        with self._writing():
+            plan = self._import_plan(files)
+            imported = skipped = 0
+            total = sum(rows for _, rows in plan.values())
+            with tqdm(total=total, desc="Importing", unit="text",
+                      disable=not show_progress(show_progress_bar, total)) as bar:
+                for file, (columns, _) in plan.items():
+                    for chunk in iter_shard(file, columns, self.model.dim, chunk_size):
+                        written = self._import_chunk(chunk)
+                        imported, skipped = imported + written, skipped + len(chunk.documents) - written
+                        bar.update(len(chunk.documents))
+        return ImportReport(shards=len(files), imported=imported, skipped=skipped)
+
+    def _import_plan(self, files: list[Path]) -> dict[Path, tuple[dict[str, str], int]]:
+        """``{file: ({instruction: column}, rows)}``, every shard checked against the index."""
+        manifest = self._current_manifest()
+        if not manifest["instructions"]:
+            raise ValueError("The index has no instruction yet: add its instructions before importing vectors")
+        plan: dict[Path, tuple[dict[str, str], int]] = {}
+        ignored: dict[str, None] = {}
+        for file in files:
+            header, rows = shard_summary(file)
+            columns, extra = shard_columns(file, header, manifest, str(self.path))
+            plan[file] = columns, rows
+            ignored.update(dict.fromkeys(extra))
+        if ignored:
+            logger.warning("The shards also hold vectors for %s, which are not instructions of %s: ignored "
+                           "(add_instruction embeds the corpus under a new instruction)", list(ignored), self.path)
+        return plan
+
+    def _import_chunk(self, chunk: ShardChunk) -> int:
+        """Upsert the chunk's new or changed documents in one store transaction; returns how many."""
+        stored = self.store.get([doc.id for doc in chunk.documents])
+        rows = [row for row, (doc, old) in enumerate(zip(chunk.documents, stored)) if old != doc]
+        if rows:
+            with self.store.transaction():
+                self.store.upsert([chunk.documents[row] for row in rows],
+                                  {spec.space: chunk.vectors[spec.instruction][rows] for spec in self.specs})
+        return len(rows)
 
     def delete(self, ids: Sequence[str]) -> int:
         """Delete documents by id; returns how many existed."""
