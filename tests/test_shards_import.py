@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from inbedder_retrieval import InBedder, read_shard_header, write_embedding_shards
+from inbedder_retrieval.cli import main
 from inbedder_retrieval.errors import CorruptIndexError, IncompatibleIndexError
 from inbedder_retrieval.index import InstructionIndex
 from inbedder_retrieval.shards import HEADER_KEY
@@ -300,3 +301,42 @@ def test_a_killed_import_resumes_without_duplicates(tmp_path, model, shards, bac
         stored = index.get_vectors(IDS, Q1)
         assert all(np.allclose(stored[i], sharded[i], atol=1e-5) for i in IDS)
         assert all(index.search(text, Q1, k=1)[0].id == doc_id for doc_id, text in zip(IDS, TEXTS))
+
+
+# -- the command line ----------------------------------------------------------------------------
+def test_cli_embed_shards_and_index_import(tmp_path, tiny_model_dir, capsys):
+    llama, opt = str(tiny_model_dir("llama")), str(tiny_model_dir("opt"))
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("".join(json.dumps({"id": d, "text": t, "shop": m["shop"]}) + "\n"
+                            for d, t, m in zip(IDS, TEXTS, METADATAS)))
+    out, index_path = tmp_path / "shards", tmp_path / "idx"
+    assert main(["embed-shards", "-i", str(docs), "-q", Q1, "-q", Q2, "-o", str(out), "--rows-per-shard", "10",
+                 "--model", llama, "--device", "cpu"]) == 0
+    assert "Wrote 24 documents x 2 instructions in 3 shards" in capsys.readouterr().err
+    assert main(["index", "create", str(index_path), "-q", Q1, "-q", Q2, "--model", llama, "--device", "cpu"]) == 0
+    assert main(["index", "import", str(index_path), str(out), "--chunk-size", "7"]) == 0
+    assert "Imported 24 documents (0 already stored) from 3 shards" in capsys.readouterr().out
+    assert main(["index", "import", str(index_path), str(out / "shard-00001.parquet")]) == 0
+    assert "Imported 0 documents (10 already stored) from 1 shards" in capsys.readouterr().out
+    with InstructionIndex.open(index_path) as index:
+        assert len(index) == 24 and index.get(["doc-3"])[0].metadata == {"shop": "paris"}
+
+    assert main(["embed-shards", "-i", str(docs), "-q", Q1, "-q", Q2, "-o", str(tmp_path / "opt"),
+                 "--model", opt, "--device", "cpu"]) == 0
+    capsys.readouterr()
+    assert main(["index", "import", str(index_path), str(tmp_path / "opt")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("inbedder: error: ") and "shard-00000.parquet" in err and "fingerprint" in err
+    assert "Traceback" not in err
+    garbage = tmp_path / "garbage.parquet"
+    garbage.write_bytes(b"garbage")
+    for argv, message in (([str(garbage)], "garbage.parquet is not a readable Parquet file"),
+                          ([str(tmp_path / "none")], "No such shard file or folder"),
+                          ([str(out), "--chunk-size", "0"], "--chunk-size must be a positive integer")):
+        assert main(["index", "import", str(index_path), *argv]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+    assert main(["index", "import", str(tmp_path / "no-index"), str(out)]) == 2
+    assert "holds no index" in capsys.readouterr().err
+    assert main(["embed-shards", "-i", str(docs), "-q", Q1, "-o", str(out), "--model", llama]) == 2
+    assert "already holds shards" in capsys.readouterr().err
