@@ -252,12 +252,30 @@ def test_bad_rows_are_refused_naming_the_file_and_rows(tmp_path, model, shards):
     table = pq.read_table(source)
     blank = table.set_column(1, "text", pa.array(["ok", "  ", "ok", "ok"]))
     broken = table.set_column(2, "metadata", pa.array(["{}", "{}", "{not json", "{}"]))
+    listed = table.set_column(2, "metadata", pa.array(["[1]", "{}", "{}", "{}"]))
+    column = read_shard_header(source)["instructions"][1]["column"]
+    values = np.zeros((4, model.dim), dtype="float32")
+    values[2, 5] = np.nan
+    nan = table.set_column(table.schema.get_field_index(column), column,
+                           pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), model.dim))
     with empty_index(tmp_path / "idx", model) as index:
-        for name, bad_table, message in (("blank", blank, r"texts\[1\] is empty"), ("broken", broken, "Expecting")):
+        for name, bad_table, error, message in (("blank", blank, ValueError, r"texts\[1\] is empty"),
+                                                ("broken", broken, ValueError, "Expecting"),
+                                                ("listed", listed, TypeError, r"metadatas\[0\] must be a mapping"),
+                                                ("nan", nan, ValueError, "NaN")):
             bad = rewrite(source, tmp_path / f"{name}.parquet", table=bad_table)
-            with pytest.raises(ValueError, match=f"{bad}, rows 0-3: .*{message}"):
+            with pytest.raises(error, match=f"{bad}, rows 0-3: .*{message}"):
                 index.import_embeddings([bad])
         assert len(index) == 0
+
+
+def test_null_metadata_is_empty(tmp_path, model, shards):
+    source = shards / "shard-00002.parquet"
+    table = pq.read_table(source)
+    table = table.set_column(2, "metadata", pa.array([None] * 4, pa.string()))
+    with empty_index(tmp_path / "idx", model) as index:
+        index.import_embeddings([rewrite(source, tmp_path / "null.parquet", table=table)])
+        assert [d.metadata for d in index.get(IDS[20:])] == [{}] * 4
 
 
 def test_partial_files_of_a_killed_writer_are_not_shards(tmp_path, model, shards):
