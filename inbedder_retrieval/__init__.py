@@ -24,6 +24,7 @@ _EXPORTS = {
     "EmbeddingCache": "cache",
     "FilterError": "stores",
     "Hit": "stores",
+    "ImportReport": "index",
     "InBedder": "embedder",
     "InBedderError": "errors",
     "IncompatibleIndexError": "errors",
@@ -35,6 +36,8 @@ _EXPORTS = {
     "UntrustedIndexError": "errors",
     "get_model": "models",
     "list_models": "models",
+    "read_shard_header": "shards",
+    "write_embedding_shards": "shards",
 }
 
 __all__ = [*_EXPORTS, "__version__"]
@@ -50,9 +53,10 @@ if TYPE_CHECKING:
         UnknownInstructionError,
         UntrustedIndexError,
     )
-    from .index import InstructionIndex
+    from .index import ImportReport, InstructionIndex
     from .models import DEFAULT_MODEL, ModelDescription, get_model, list_models
     from .prompts import DEFAULT_INSTRUCTION, INBEDDER_TEMPLATE, PromptTemplate
+    from .shards import read_shard_header, write_embedding_shards
     from .stores import Document, FilterError, Hit
 
 

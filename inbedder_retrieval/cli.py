@@ -156,6 +156,42 @@ def cmd_index_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_index_import(args: argparse.Namespace) -> int:
+    from .manifest import read_manifest
+    from .shards import shard_columns, shard_paths, shard_summary
+    from .validation import check_positive_int
+
+    _manifest_instructions(args.path)  # no index there: say so before the model loads
+    check_positive_int(args.chunk_size, "--chunk-size")
+    manifest = read_manifest(Path(args.path))
+    files = shard_paths(args.sources)
+    for file in files:  # a wrong shard is refused before the model loads
+        shard_columns(file, shard_summary(file)[0], manifest, args.path)
+    with _open_index(args.path) as index:
+        report = index.import_embeddings(files, chunk_size=args.chunk_size, show_progress_bar=True)
+        print(f"Imported {report.imported} documents ({report.skipped} already stored) "
+              f"from {report.shards} shards: {index}")
+    return 0
+
+
+def cmd_embed_shards(args: argparse.Namespace) -> int:
+    from .io import read_documents
+    from .shards import write_embedding_shards
+    from .validation import check_instructions, check_positive_int
+
+    check_positive_int(args.rows_per_shard, "--rows-per-shard")
+    check_instructions(args.instruction)
+    texts, ids, metadatas = read_documents(args.input, args.text_field, args.id_field, noun="texts")
+    records = [{"id": doc_id, "text": text, "metadata": metadata}
+               for doc_id, text, metadata in zip(ids or [None] * len(texts), texts, metadatas)]
+    written = write_embedding_shards(_load_model(args), records, args.instruction, args.output,
+                                     rows_per_shard=args.rows_per_shard, batch_size=args.batch_size,
+                                     show_progress_bar=True)
+    print(f"Wrote {len(texts)} documents x {len(args.instruction)} instructions in {len(written)} shards "
+          f"to {args.output}", file=sys.stderr)
+    return 0
+
+
 def cmd_index_add_instruction(args: argparse.Namespace) -> int:
 
     if args.instruction in _manifest_instructions(args.path):
@@ -548,6 +584,16 @@ def build_parser() -> argparse.ArgumentParser:
     _model_options(embed)
     embed.set_defaults(handler=cmd_embed)
 
+    shards = commands.add_parser("embed-shards", help="embed texts under instructions into Parquet shards",
+                                 description="Embed every text under each instruction and write embedding shards "
+                                             "(id, text, metadata, one vector column per instruction) for "
+                                             "`inbedder index import`.")
+    _input_options(shards, repeatable=True)
+    shards.add_argument("--output", "-o", required=True, help="output folder for the shards (must hold none yet)")
+    shards.add_argument("--rows-per-shard", type=int, default=10_000, help="rows per shard file (default 10000)")
+    _model_options(shards)
+    shards.set_defaults(handler=cmd_embed_shards)
+
     answer = commands.add_parser("answer", help="print the model's answer for each text (JSONL)",
                                  description="Generate the model's short answer to the instruction for each text.")
     _input_options(answer)
@@ -676,6 +722,16 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--instruction", "-q", action="append", help="also add this instruction (repeatable)")
     add.add_argument("--batch-size", type=int, default=64, help="documents per batch (default 64)")
     add.set_defaults(handler=cmd_index_add)
+
+    import_ = actions.add_parser("import", help="import precomputed vectors from embedding shards",
+                                 description="Import documents and their vectors from embedding shards (Parquet "
+                                             "files made by `inbedder embed-shards`) without running the model. "
+                                             "Running it again resumes: stored documents are skipped.")
+    import_.add_argument("path", help="index folder")
+    import_.add_argument("sources", nargs="+", metavar="SHARD_OR_DIR", help="shard files, or folders of *.parquet shards")
+    import_.add_argument("--chunk-size", type=int, default=1024,
+                         help="rows per read and per store transaction (default 1024)")
+    import_.set_defaults(handler=cmd_index_import)
 
     add_instruction = actions.add_parser("add-instruction", help="embed the stored corpus under a new instruction",
                                          description="Add an instruction and embed every stored document under it.")

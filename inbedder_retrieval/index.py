@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import shutil
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -33,6 +34,7 @@ from .embedder import InBedder
 from .errors import CorruptIndexError, IncompatibleIndexError, IndexLockedError, UnknownInstructionError
 from .manifest import FORMAT_VERSION, MANIFEST, read_manifest
 from .progress import show_progress
+from .shards import ShardChunk, iter_shard, shard_columns, shard_paths, shard_summary
 from .stores import Document, Filter, Hit, VectorStore, open_store
 from .validation import check_documents, check_ids, check_instructions, check_k, check_positive_int
 
@@ -48,6 +50,35 @@ SECRET_OPTIONS = frozenset({"api_key"})
 def space_name(instruction: str) -> str:
     """A stable, backend-safe name for an instruction's vector space."""
     return "i" + hashlib.sha256(instruction.encode()).hexdigest()[:16]
+
+
+def model_record(model: InBedder) -> dict[str, Any]:
+    """What an index (and an embedding shard) records of the model that made its vectors."""
+    return {
+        "name": model.name,
+        "fingerprint": model.fingerprint,
+        "pooling": model.pooling,
+        "layer": model.description.layer,
+        "dim": model.dim,
+    }
+
+
+def document_vectors(model: InBedder, texts: Sequence[str], instructions: Sequence[str],
+                     cache: EmbeddingCache | None = None, *, batch_size: int = 64) -> dict[str, np.ndarray]:
+    """The vectors an index stores for ``texts`` under each instruction (unit length, float32):
+    one ``encode_many`` call, which encodes each text once for causal models (see
+    ``CausalBackend.embed_many``)."""
+    return encode_many_cached(model, list(texts), list(instructions), cache, batch_size=batch_size)
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    """What ``import_embeddings`` did: shards read, documents written, documents skipped
+    (already stored with the same text and metadata)."""
+
+    shards: int
+    imported: int
+    skipped: int
 
 
 @dataclass(frozen=True)
@@ -107,13 +138,7 @@ class InstructionIndex:
         options = dict(store_options or {})
         manifest = {
             "format_version": FORMAT_VERSION,
-            "model": {
-                "name": model.name,
-                "fingerprint": model.fingerprint,
-                "pooling": model.pooling,
-                "layer": model.description.layer,
-                "dim": model.dim,
-            },
+            "model": model_record(model),
             "metric": "l2" if options.get("metric") == "l2" else "cosine",
             "backend": backend,
             "store_options": {k: v for k, v in options.items() if k not in SECRET_OPTIONS},
@@ -292,16 +317,14 @@ class InstructionIndex:
         return ids
 
     def _vectors_for(self, batch: list[Document], specs: list[InstructionSpec], batch_size: int) -> dict[str, np.ndarray]:
-        """Vectors of ``batch`` per space, reusing stored ones where the text is unchanged.
-
-        New texts are embedded under all instructions in one ``encode_many`` call, which
-        encodes each text once for causal models (see ``CausalBackend.embed_many``)."""
+        """Vectors of ``batch`` per space, reusing stored ones where the text is unchanged;
+        new texts get ``document_vectors``."""
         stored = self.store.get([doc.id for doc in batch])
         unchanged = [doc.id for doc, old in zip(batch, stored) if old is not None and old.text == doc.text]
         reused = {spec.space: self.store.get_vectors(spec.space, unchanged) if unchanged else {} for spec in specs}
         todo = [doc for doc in batch if not all(doc.id in reused[spec.space] for spec in specs)]
-        fresh = encode_many_cached(self.model, [doc.text for doc in todo], [spec.instruction for spec in specs],
-                                   self.cache, batch_size=batch_size) if todo else {}
+        fresh = document_vectors(self.model, [doc.text for doc in todo], [spec.instruction for spec in specs],
+                                 self.cache, batch_size=batch_size) if todo else {}
         position = {doc.id: row for row, doc in enumerate(todo)}
         return {
             spec.space: np.stack([
@@ -313,6 +336,61 @@ class InstructionIndex:
 
     def _encode(self, texts: list[str], instruction: str, batch_size: int) -> np.ndarray:
         return encode_cached(self.model, texts, instruction, self.cache, batch_size=batch_size)
+
+    def import_embeddings(self, sources: Iterable[str | os.PathLike[str]], *, chunk_size: int = WRITE_CHUNK,
+                          show_progress_bar: bool | None = None) -> ImportReport:
+        """Import precomputed vectors from embedding shards (files, or folders of
+        ``*.parquet`` files; see ``shards.py``) without calling the model.
+
+        Every shard's header is checked before anything is written: the model fingerprint
+        and dimension must be the index's, and every instruction of the index must have a
+        column (``IncompatibleIndexError`` naming the file); a shard's instructions that the
+        index lacks are ignored with a warning. Rows are then read ``chunk_size`` at a time,
+        checked as ``add`` checks its input, and each chunk is one store transaction: a
+        killed import leaves the index at a chunk boundary. Documents already stored with
+        the same text and metadata are skipped, so running the import again resumes it.
+        """
+        files = shard_paths(sources)
+        check_positive_int(chunk_size, "chunk_size")
+        with self._writing():
+            plan = self._import_plan(files)
+            imported = skipped = 0
+            total = sum(rows for _, rows in plan.values())
+            with tqdm(total=total, desc="Importing", unit="text",
+                      disable=not show_progress(show_progress_bar, total)) as bar:
+                for file, (columns, _) in plan.items():
+                    for chunk in iter_shard(file, columns, self.model.dim, chunk_size):
+                        written = self._import_chunk(chunk)
+                        imported, skipped = imported + written, skipped + len(chunk.documents) - written
+                        bar.update(len(chunk.documents))
+        return ImportReport(shards=len(files), imported=imported, skipped=skipped)
+
+    def _import_plan(self, files: list[Path]) -> dict[Path, tuple[dict[str, str], int]]:
+        """``{file: ({instruction: column}, rows)}``, every shard checked against the index."""
+        manifest = self._current_manifest()
+        if not manifest["instructions"]:
+            raise ValueError("The index has no instruction yet: add its instructions before importing vectors")
+        plan: dict[Path, tuple[dict[str, str], int]] = {}
+        ignored: dict[str, None] = {}
+        for file in files:
+            header, rows = shard_summary(file)
+            columns, extra = shard_columns(file, header, manifest, str(self.path))
+            plan[file] = columns, rows
+            ignored.update(dict.fromkeys(extra))
+        if ignored:
+            logger.warning("The shards also hold vectors for %s, which are not instructions of %s: ignored "
+                           "(add_instruction embeds the corpus under a new instruction)", list(ignored), self.path)
+        return plan
+
+    def _import_chunk(self, chunk: ShardChunk) -> int:
+        """Upsert the chunk's new or changed documents in one store transaction; returns how many."""
+        stored = self.store.get([doc.id for doc in chunk.documents])
+        rows = [row for row, (doc, old) in enumerate(zip(chunk.documents, stored)) if old != doc]
+        if rows:
+            with self.store.transaction():
+                self.store.upsert([chunk.documents[row] for row in rows],
+                                  {spec.space: chunk.vectors[spec.instruction][rows] for spec in self.specs})
+        return len(rows)
 
     def delete(self, ids: Sequence[str]) -> int:
         """Delete documents by id; returns how many existed."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +107,13 @@ def _text(record: Any, field: str, where: str) -> str:
     return check_unicode(record[field], f"{where}: {field!r}")
 
 
+def record_metadata(record: Mapping[str, Any], text_field: str = "text", id_field: str = "id") -> Any:
+    """A record's metadata: its ``metadata`` object if it has one, else its other fields."""
+    if isinstance(record.get("metadata"), Mapping):
+        return record["metadata"]
+    return {key: value for key, value in record.items() if key not in (text_field, id_field)}
+
+
 def read_documents(
     path: str | Path, text_field: str = "text", id_field: str = "id", noun: str = "documents"
 ) -> tuple[list[str], list[str] | None, list[dict[str, Any]]]:
@@ -120,9 +127,7 @@ def read_documents(
     for where, record in read_rows(path, text_field):
         texts.append(_text(record, text_field, where))
         ids.append(record.get(id_field))
-        extra = {key: value for key, value in record.items() if key not in (text_field, id_field)}
-        metadata = record["metadata"] if isinstance(record.get("metadata"), dict) else extra
-        metadatas.append(check_metadata(metadata, f"{where}: metadata"))
+        metadatas.append(check_metadata(record_metadata(record, text_field, id_field), f"{where}: metadata"))
     if not texts:
         raise ValueError(f"no {noun} in {path}")
     if all(doc_id is None for doc_id in ids):
