@@ -250,8 +250,10 @@ def _load_checkpoint(folder: Path, model, optimizer, scheduler) -> dict[str, Any
 # -- training -----------------------------------------------------------------------------
 def epoch_order(keys: Sequence[Hashable], seed: int, epoch: int, paired: bool = False) -> list[int]:
     """The record order of one epoch: a seeded shuffle; ``paired`` then puts records with
-    equal keys two by two next to each other (pairs shuffled, unpaired records last), so
-    that even-sized micro-batches hold positives for the contrastive term."""
+    equal keys two by two next to each other, so that even-sized micro-batches hold
+    positives for the contrastive term. Records without a partner go two by two as well,
+    and all these twos are shuffled together: a run that stops mid-epoch sees every kind
+    of record in its share (unpaired ones are not left for the end)."""
     order = list(range(len(keys)))
     rng = random.Random(seed + epoch)
     rng.shuffle(order)
@@ -260,12 +262,13 @@ def epoch_order(keys: Sequence[Hashable], seed: int, epoch: int, paired: bool = 
     groups: dict[Hashable, list[int]] = {}
     for index in order:
         groups.setdefault(keys[index], []).append(index)
-    pairs, singles = [], []
+    twos, singles = [], []
     for members in groups.values():
-        pairs += [members[i : i + 2] for i in range(0, len(members) - 1, 2)]
+        twos += [members[i : i + 2] for i in range(0, len(members) - 1, 2)]
         singles += members[len(members) - len(members) % 2 :]
-    rng.shuffle(pairs)
-    return [index for pair in pairs for index in pair] + singles
+    twos += [singles[i : i + 2] for i in range(0, len(singles), 2)]
+    rng.shuffle(twos)
+    return [index for two in twos for index in two]
 
 
 def _micro_batches(keys: Sequence[Hashable], size: int, seed: int, start: int, paired: bool) -> Iterator[tuple[int, list[int]]]:

@@ -214,6 +214,20 @@ def test_epoch_order_without_pairing_is_the_reference_shuffle_and_pairing_groups
     assert sum(keys[a] == keys[b] for a, b in pairs) >= len(keys) // 2 - 2
 
 
+def test_paired_order_spreads_unpaired_records_over_the_epoch():
+    """Free-form records have keys of their own: a run that stops halfway through an epoch
+    must still see about half of them (they were all put last)."""
+    from inbedder_retrieval.training import epoch_order
+
+    keys = [("topic", answer) for answer in "ab" * 200] + [(f"free {i}", "x") for i in range(400)]
+    order = epoch_order(keys, 3, 0, paired=True)
+    assert sorted(order) == list(range(len(keys)))
+    first_half = order[: len(order) // 2]
+    assert 150 <= sum(index >= 400 for index in first_half) <= 250
+    pairs = [order[i : i + 2] for i in range(0, len(order), 2)]
+    assert sum(keys[a] == keys[b] for a, b in pairs) == 200  # every "topic" record still has its partner beside it
+
+
 def test_contrastive_loss_is_supervised_infonce():
     from inbedder_retrieval.training import contrastive_loss
 
