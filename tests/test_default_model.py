@@ -89,3 +89,34 @@ def test_prefix_reuse_equals_plain_path(name, default_model, zero_shot_model):
     np.testing.assert_allclose(together[INSTRUCTION], plain, atol=1e-3, rtol=1e-5)
     np.testing.assert_allclose(reused, plain, atol=1e-3, rtol=1e-5)
     assert np.abs(reused - plain).max() / np.abs(plain).max() < 1e-5
+
+
+@pytest.mark.parametrize("name", [DEFAULT_MODEL, ZERO_SHOT_MODEL])
+def test_registry_fingerprints_are_the_models_own(name, default_model, zero_shot_model):
+    """The registry's frozen fingerprints (how an index finds the entry that reads it)."""
+    model = default_model if name == DEFAULT_MODEL else zero_shot_model
+    assert get_model(name).fingerprint == model.fingerprint
+
+
+def test_an_index_of_a_replaced_entry_opens_with_the_entry_that_gives_its_vectors(tmp_path, default_model,
+                                                                               zero_shot_model):
+    """An index records its model's name and fingerprint: when the entry of that name now
+    gives other vectors (a new default), opening without a model finds the entry whose
+    fingerprint it recorded; a wrong model given explicitly is refused with that entry's name."""
+    import json
+
+    from inbedder_retrieval import InstructionIndex
+    from inbedder_retrieval.errors import IncompatibleIndexError
+
+    path = tmp_path / "idx"
+    with InstructionIndex.create(path, zero_shot_model, instructions=[INSTRUCTION]) as index:
+        index.add([TEXT, "The soup was lovely."], ids=["a", "b"])
+    manifest_file = path / "index.json"
+    manifest = json.loads(manifest_file.read_text())
+    manifest["model"]["name"] = DEFAULT_MODEL  # as if built when DEFAULT_MODEL named these weights
+    manifest_file.write_text(json.dumps(manifest))
+    with InstructionIndex.open(path) as index:
+        assert index.model.name == ZERO_SHOT_MODEL
+        assert index.search(TEXT, INSTRUCTION, k=1)[0].id == "a"
+    with pytest.raises(IncompatibleIndexError, match=rf"registry entry '{ZERO_SHOT_MODEL}' gives its vectors"):
+        InstructionIndex.open(path, default_model)
