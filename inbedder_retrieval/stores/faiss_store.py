@@ -593,6 +593,12 @@ class FaissStore(VectorStore):
             last = rows[-1][0]
             yield [Document(row[0], row[1], json.loads(row[2])) for row in rows]
 
+    def filter_query(self, filter: Filter) -> tuple[str, list[Any]]:
+        """The SQL (and parameters) selecting the rows that match ``filter``: indexed fields
+        are looked up in ``field_values``, others read from the JSON metadata."""
+        where, values = to_sql(filter, "d.metadata", row="d.row", indexed=frozenset(self._field_kinds()))
+        return f"SELECT d.row FROM documents d WHERE {where}", values
+
     def _live_count(self, space: str) -> int:
         return self._db.execute("SELECT COUNT(*) FROM vectors WHERE space=?", (space,)).fetchone()[0]
 
@@ -604,11 +610,7 @@ class FaissStore(VectorStore):
             index = self._indexes[space]
             params = None
             if filter is not None:
-                where, values = to_sql(filter, "d.metadata", row="d.row", indexed=frozenset(self._field_kinds()))
-                allowed = np.fromiter(
-                    (row for (row,) in self._db.execute(f"SELECT d.row FROM documents d WHERE {where}", values)),
-                    dtype="int64",
-                )
+                allowed = np.fromiter((row for (row,) in self._db.execute(*self.filter_query(filter))), dtype="int64")
                 if not len(allowed):
                     return []
                 params = self._search_parameters(index, self.faiss.IDSelectorBatch(allowed))
