@@ -19,6 +19,11 @@ maps straight to its document. Replacing or deleting a document removes its row 
 FAISS where the index supports ``remove_ids``; otherwise (HNSW) the row becomes a
 tombstone that search skips (its document is gone), and the space is rebuilt when
 tombstones exceed a quarter of it.
+
+Indexed metadata fields (``index_field``): the table ``field_values`` holds each indexed
+field's scalars by row (see ``filters.FIELD_TABLES``), written in the transaction of every
+upsert and delete, so filters on those fields are look-ups, not scans. A store made before
+indexed fields has no such table (opening never writes): ``index_field`` adds it.
 """
 
 from __future__ import annotations

@@ -20,7 +20,9 @@ Semantics (the same on FAISS and Qdrant; ``tests/test_stores.py`` checks each ba
 
 ``parse`` walks a filter once into a small tree (``Match``, ``Range``, ``Not``, ``All``,
 ``Any``); ``to_sql`` and ``to_qdrant`` translate that tree. ``to_qdrant`` builds either
-qdrant-client's or qdrant-edge's filter classes through a ``QdrantTarget``.
+qdrant-client's or qdrant-edge's filter classes through a ``QdrantTarget``. ``to_sql``
+reads indexed fields from the side table ``field_values`` (its schema is here too, so the
+look-ups and the values they read are defined together) and other fields from the JSON.
 """
 
 from __future__ import annotations
