@@ -37,6 +37,8 @@ from .models import REGISTRY, entry_with_fingerprint
 from .progress import show_progress
 from .shards import ShardChunk, iter_shard, shard_columns, shard_paths, shard_summary
 from .stores import Document, Filter, Hit, VectorStore, open_store
+from .stores.base import check_field_kind
+from .stores.filters import check_field
 from .validation import check_documents, check_ids, check_instructions, check_k, check_positive_int
 
 logger = logging.getLogger(__name__)
@@ -132,6 +134,7 @@ class InstructionIndex:
         store_options: Mapping[str, Any] | None = None,
         lock_timeout: float = 10.0,
         cache: EmbeddingCache | bool | None = None,
+        indexed_fields: Mapping[str, str] | Iterable[str] = (),
     ) -> InstructionIndex:
         """Create an empty index in the folder ``path`` (which must not hold one).
 
@@ -139,11 +142,14 @@ class InstructionIndex:
         ``url``, ``api_key``, ``collection``, ``location``). ``cache=True`` (or an
         ``EmbeddingCache``) keeps every computed vector in the persistent embedding cache,
         so embedding the same text under the same instruction again is free.
+        ``indexed_fields`` (names, or ``{name: kind}``; see ``index_field``) are metadata
+        fields that filters look up in an index instead of scanning every document.
         """
         path = Path(path)
         if (path / MANIFEST).exists():
             raise FileExistsError(f"{path} already holds an index; open it with InstructionIndex.open")
         instructions = check_instructions(instructions)  # before the model loads
+        fields = check_indexed_fields(indexed_fields)
         model = model or InBedder.from_pretrained()
         instructions = [model.check_instruction(instruction) for instruction in instructions]
         options = dict(store_options or {})
@@ -154,6 +160,7 @@ class InstructionIndex:
             "backend": backend,
             "store_options": {k: v for k, v in options.items() if k not in SECRET_OPTIONS},
             "instructions": [],
+            "indexed_fields": fields,
         }
         created = not path.exists()
         before = set(path.iterdir()) if not created else set()
@@ -162,6 +169,8 @@ class InstructionIndex:
             path.mkdir(parents=True, exist_ok=True)
             store = open_store(backend, path, options, create=True)
             store.check_dim(model.dim)
+            for field, kind in fields.items():
+                store.index_field(field, kind)
             atomic_write_bytes(path / MANIFEST, json.dumps(manifest, indent=2).encode())
             index = cls(path, model, store, manifest, lock_timeout=lock_timeout, cache=_cache(cache))
             for instruction in instructions:
@@ -460,6 +469,30 @@ class InstructionIndex:
             self._write_manifest(manifest)  # from here on the space is an orphan: a crash cannot resurrect it
             self.store.drop_space(spec.space)  # outside a transaction: nothing to undo (the next write drops leftovers)
 
+    def index_field(self, field: str, kind: str = "keyword") -> None:
+        """Index the metadata ``field`` (a dotted path such as ``"meta.year"``) so that
+        filters on it look it up instead of scanning every document; the stored documents
+        are indexed in one store transaction, then the manifest records the field.
+
+        ``kind`` ("keyword", "number" or "bool") is the type of Qdrant's payload index
+        (one per field; conditions on values of other types still match, unindexed).
+        FAISS indexes every string, number and boolean of the field whatever the kind.
+        Results never change, only speed. Indexing a field again (e.g. with another kind)
+        is allowed, and repairs a manifest that a crash left without the field.
+        """
+        field = check_field(field)
+        kind = check_field_kind(field, kind)
+        with self._writing():
+            self.store.index_field(field, kind)
+            manifest = dict(self._current_manifest())
+            manifest["indexed_fields"] = {**manifest.get("indexed_fields", {}), field: kind}
+            self._write_manifest(manifest)
+
+    @property
+    def indexed_fields(self) -> dict[str, str]:
+        """The indexed metadata fields and their kinds, as the manifest records them."""
+        return dict(self._current_manifest().get("indexed_fields", {}))
+
     def save(self) -> None:
         """Persist the derived files again (every write already persists; this is for
         explicit checkpoints)."""
@@ -523,6 +556,14 @@ class InstructionIndex:
 
     def __repr__(self) -> str:
         return f"InstructionIndex({str(self.path)!r}, documents={len(self)}, instructions={len(self.instructions)})"
+
+
+def check_indexed_fields(fields: Mapping[str, str] | Iterable[str]) -> dict[str, str]:
+    """``{field: kind}`` from field names (kind "keyword") or a mapping, every one checked."""
+    if isinstance(fields, str):
+        raise TypeError("indexed_fields must be a list of field names or a {field: kind} mapping, not a string")
+    pairs = fields.items() if isinstance(fields, Mapping) else ((field, "keyword") for field in fields)
+    return {check_field(field): check_field_kind(field, kind) for field, kind in pairs}
 
 
 def _remove_new(path: Path, created: bool, before: set[Path]) -> None:

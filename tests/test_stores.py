@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -227,19 +229,70 @@ SEMANTICS = [
 ]
 
 
-@pytest.fixture()
-def typed(make_store):
+#: every field SEMANTICS filters on, with the kind it is indexed as: mixed-type fields
+#: ("n" holds strings too, "flag" an integer) must give the same results indexed
+FIELDS = {"flag": "bool", "n": "number", "s": "keyword", "tags": "keyword", "obj": "keyword",
+          "obj.k": "number", "user.country": "keyword", "x": "number"}
+#: when the fields are indexed: never, before the documents are written, or after
+INDEXING = ["scan", "indexed-before", "indexed-after"]
+
+
+@pytest.fixture(params=INDEXING)
+def typed(make_store, request):
     store = make_store()
     store.create_space("a", DIM)
     vectors = unit(np.random.default_rng(3).normal(size=(len(TYPED), DIM)))
+    index_all = functools.partial(_index_fields, store, FIELDS)
+    if request.param == "indexed-before":
+        index_all()
     store.upsert([Document(i, i, m) for i, m in TYPED.items()], {"a": vectors})
+    if request.param == "indexed-after":
+        index_all()
     return store, vectors[0]
+
+
+def _index_fields(store, fields: dict[str, str]) -> None:
+    for field, kind in fields.items():
+        store.index_field(field, kind)
 
 
 @pytest.mark.parametrize(("filter", "expected"), SEMANTICS, ids=[str(f) for f, _ in SEMANTICS])
 def test_filter_semantics_are_the_same_on_every_backend(typed, filter, expected):
     store, query = typed
     assert {hit.id for hit in store.search("a", query, 100, filter)} == expected
+
+
+def _local_payload_indexes(store) -> bool:
+    """Whether the store keeps indexed fields (qdrant-client's local modes keep none)."""
+    return store.backend == "faiss" or store.engine.local
+
+
+def test_indexed_fields_follow_upserts_deletes_rollbacks_and_reopening(filled, make_store):
+    store, docs, vectors = filled
+    store.index_field("colour")
+    store.index_field("n", "number")
+    one = {s: v[:1] for s, v in vectors.items()}
+    store.upsert([Document("d1", "replaced", {"colour": ["green", "red"], "n": 100})], one)
+    store.delete(["d3"])
+    with pytest.raises(RuntimeError), store.transaction():
+        store.index_field("colour", "bool")
+        store.index_field("later")
+        store.upsert([Document("d5", "rolled back", {"colour": "green"})], one)
+        raise RuntimeError("crash")
+    query = vectors["a"][0]
+    expected = [({"colour": "blue"}, {f"d{i}" for i in range(5, 20, 2)}), ({"colour": "green"}, {"d1"}),
+                ({"n": {"$gte": 17}}, {"d17", "d18", "d19", "d1"}), ({"colour": {"$nin": ["blue"]}},
+                {f"d{i}" for i in range(0, 20, 2)} | {"d1"})]
+    kinds = {"colour": "keyword", "n": "number"}
+    for reopen in (False, True):
+        if reopen and not make_store.persistent:
+            return
+        if reopen:
+            store.close()
+            store = make_store()
+        assert store.indexed_fields() == (kinds if _local_payload_indexes(store) else {})
+        for filter, ids in expected:
+            assert {hit.id for hit in store.search("a", query, 100, filter)} == ids, filter
 
 
 def _nested(depth: int) -> dict:
@@ -289,6 +342,14 @@ def test_bad_k_is_refused(typed, k, error):
     store, query = typed
     with pytest.raises(error, match="k must be"):
         store.search("a", query, k)
+
+
+@pytest.mark.parametrize(("field", "kind", "error"), [("a..b", "keyword", FilterError), ("x y", "keyword", FilterError),
+                                                    (5, "keyword", FilterError), ("n", "integer", ValueError)])
+def test_bad_indexed_fields_are_refused(typed, field, kind, error):
+    store, _ = typed
+    with pytest.raises(error):
+        store.index_field(field, kind)
 
 
 @pytest.mark.parametrize("ids", ["t0", "ab2", b"t0", [None], ["t0", 1], [b"x"], None, 5])

@@ -20,6 +20,17 @@ import numpy as np
 #: (see ``stores/filters.py``) or a backend's native filter object.
 Filter = Mapping[str, Any]
 
+#: Kinds of an indexed metadata field: the values a Qdrant payload index serves (strings,
+#: numbers, booleans). FAISS stores index every scalar of the field whatever its kind.
+FIELD_KINDS = ("keyword", "number", "bool")
+
+
+def check_field_kind(field: str, kind: object) -> str:
+    """``kind`` if it is one of ``FIELD_KINDS``."""
+    if kind not in FIELD_KINDS:
+        raise ValueError(f"{field}: indexed field kind must be one of {FIELD_KINDS}, got {kind!r}")
+    return kind
+
 
 @dataclass(frozen=True)
 class Document:
@@ -96,6 +107,16 @@ class VectorStore(ABC):
     @abstractmethod
     def search(self, space: str, vector: np.ndarray, k: int, filter: Filter | None = None) -> list[Hit]:
         """The ``k`` documents closest to ``vector`` in ``space`` that match ``filter``."""
+
+    @abstractmethod
+    def index_field(self, field: str, kind: str = "keyword") -> None:
+        """Index the metadata ``field`` (dotted path) for filters, stored documents included;
+        ``kind`` is one of ``FIELD_KINDS``. Indexing changes no result, only speed. Indexing
+        an indexed field again with another kind changes its kind."""
+
+    @abstractmethod
+    def indexed_fields(self) -> dict[str, str]:
+        """The indexed metadata fields and their kinds."""
 
     @abstractmethod
     def __len__(self) -> int:

@@ -19,6 +19,11 @@ maps straight to its document. Replacing or deleting a document removes its row 
 FAISS where the index supports ``remove_ids``; otherwise (HNSW) the row becomes a
 tombstone that search skips (its document is gone), and the space is rebuilt when
 tombstones exceed a quarter of it.
+
+Indexed metadata fields (``index_field``): the table ``field_values`` holds each indexed
+field's scalars by row (see ``filters.FIELD_TABLES``), written in the transaction of every
+upsert and delete, so filters on those fields are look-ups, not scans. A store made before
+indexed fields has no such table (opening never writes): ``index_field`` adds it.
 """
 
 from __future__ import annotations
@@ -39,8 +44,8 @@ import numpy as np
 from ..atomic import atomic_write_bytes
 from ..errors import CorruptIndexError
 from ..validation import check_ids, check_k
-from .base import Document, Filter, Hit, VectorStore
-from .filters import to_sql
+from .base import Document, Filter, Hit, VectorStore, check_field_kind
+from .filters import ALL_ROWS, FIELD_TABLES, INDEX_VALUES, LISTED_ROWS, check_field, to_sql
 
 logger = logging.getLogger(__name__)
 
@@ -155,6 +160,8 @@ class FaissStore(VectorStore):
             if create:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.executescript(_SCHEMA)
+                for statement in FIELD_TABLES:
+                    db.execute(statement)
             db.execute(f"PRAGMA mmap_size={MMAP_BYTES}")  # look-ups read pages without syscalls
             tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
             if not TABLES <= tables or db.execute("SELECT value FROM meta WHERE key='generation'").fetchone() is None:
@@ -450,6 +457,7 @@ class FaissStore(VectorStore):
             ]
             for space, matrix in matrices.items():
                 self._insert_vectors(space, rows, matrix)
+            self._index_rows(rows)
 
     @_damage_is_corruption
     def set_vectors(self, space: str, ids: Sequence[str], vectors: np.ndarray) -> None:
@@ -493,9 +501,48 @@ class FaissStore(VectorStore):
 
     def _delete_rows(self, rows: list[int]) -> None:
         self._delete_vectors(rows)
+        indexed = bool(self._field_kinds())
         for start in range(0, len(rows), 500):
             chunk = rows[start : start + 500]
-            self._db.execute(f"DELETE FROM documents WHERE row IN ({','.join('?' * len(chunk))})", chunk)
+            marks = ','.join('?' * len(chunk))
+            self._db.execute(f"DELETE FROM documents WHERE row IN ({marks})", chunk)
+            if indexed:
+                self._db.execute(f"DELETE FROM field_values WHERE row IN ({marks})", chunk)
+
+    # -- indexed metadata fields ----------------------------------------------------------
+    def _field_kinds(self) -> dict[str, str]:
+        """Indexed fields and their kinds; none in a store made before indexed fields
+        existed (it has no side table until ``index_field`` adds one)."""
+        if self._db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='indexed_fields'").fetchone() is None:
+            return {}
+        return dict(self._db.execute("SELECT field, kind FROM indexed_fields ORDER BY field"))
+
+    def _index_rows(self, rows: list[int]) -> None:
+        """Record the indexed fields' values of the documents just written at ``rows``."""
+        fields = self._field_kinds()
+        if fields and rows:
+            listed = json.dumps(rows)
+            self._db.executemany(INDEX_VALUES.format(rows=LISTED_ROWS), [(f, "$." + f, listed) for f in fields])
+
+    @_damage_is_corruption
+    def index_field(self, field: str, kind: str = "keyword") -> None:
+        """Index ``field`` for filters (every scalar of it, whatever ``kind``), stored
+        documents included, in one write transaction: the side table is added here to a
+        store made before indexed fields existed."""
+        field = check_field(field)
+        kind = check_field_kind(field, kind)
+        with self.transaction():
+            for statement in FIELD_TABLES:
+                self._db.execute(statement)
+            known = field in self._field_kinds()
+            self._db.execute("INSERT OR REPLACE INTO indexed_fields VALUES (?, ?)", (field, kind))
+            if not known:
+                self._db.execute(INDEX_VALUES.format(rows=ALL_ROWS), (field, "$." + field))
+
+    @_damage_is_corruption
+    def indexed_fields(self) -> dict[str, str]:
+        with self._lock:
+            return self._field_kinds()
 
     @_damage_is_corruption
     def delete(self, ids: Sequence[str]) -> int:
@@ -551,6 +598,12 @@ class FaissStore(VectorStore):
             last = rows[-1][0]
             yield [Document(row[0], row[1], json.loads(row[2])) for row in rows]
 
+    def filter_query(self, filter: Filter) -> tuple[str, list[Any]]:
+        """The SQL (and parameters) selecting the rows that match ``filter``: indexed fields
+        are looked up in ``field_values``, others read from the JSON metadata."""
+        where, values = to_sql(filter, "d.metadata", row="d.row", indexed=frozenset(self._field_kinds()))
+        return f"SELECT d.row FROM documents d WHERE {where}", values
+
     def _live_count(self, space: str) -> int:
         return self._db.execute("SELECT COUNT(*) FROM vectors WHERE space=?", (space,)).fetchone()[0]
 
@@ -562,11 +615,7 @@ class FaissStore(VectorStore):
             index = self._indexes[space]
             params = None
             if filter is not None:
-                where, values = to_sql(filter, "d.metadata")
-                allowed = np.fromiter(
-                    (row for (row,) in self._db.execute(f"SELECT d.row FROM documents d WHERE {where}", values)),
-                    dtype="int64",
-                )
+                allowed = np.fromiter((row for (row,) in self._db.execute(*self.filter_query(filter))), dtype="int64")
                 if not len(allowed):
                     return []
                 params = self._search_parameters(index, self.faiss.IDSelectorBatch(allowed))

@@ -20,7 +20,9 @@ Semantics (the same on FAISS and Qdrant; ``tests/test_stores.py`` checks each ba
 
 ``parse`` walks a filter once into a small tree (``Match``, ``Range``, ``Not``, ``All``,
 ``Any``); ``to_sql`` and ``to_qdrant`` translate that tree. ``to_qdrant`` builds either
-qdrant-client's or qdrant-edge's filter classes through a ``QdrantTarget``.
+qdrant-client's or qdrant-edge's filter classes through a ``QdrantTarget``. ``to_sql``
+reads indexed fields from the side table ``field_values`` (its schema is here too, so the
+look-ups and the values they read are defined together) and other fields from the JSON.
 """
 
 from __future__ import annotations
@@ -94,7 +96,8 @@ class _Budget:
             raise FilterError(f"Filter too large: more than {MAX_TERMS} values")
 
 
-def _check_field(name: object) -> str:
+def check_field(name: object) -> str:
+    """``name`` if it is a valid field name (letters, digits, ``_`` joined by dots)."""
     if not isinstance(name, str) or not _FIELD.fullmatch(name):
         raise FilterError(f"Unsupported filter field {name!r}: use letters, digits, '_' and '.'")
     return name
@@ -151,7 +154,7 @@ def _parse(filter: object, depth: int, budget: _Budget) -> Node:
             continue
         if isinstance(key, str) and key.startswith("$"):
             raise FilterError(f"Unsupported filter operator {key!r}; supported: {', '.join(LOGICAL)}")
-        field = _check_field(key)
+        field = check_field(key)
         items = condition.items() if isinstance(condition, Mapping) else [("$eq", condition)]
         if not items:
             raise FilterError(f"{field}: empty condition")
@@ -164,17 +167,56 @@ def parse(filter: Mapping[str, Any]) -> Node:
     return _parse(filter, 0, _Budget())
 
 
-# -- SQLite (JSON text in a column) --------------------------------------------------------------
+# -- SQLite (JSON text in a column, or indexed fields) ----------------------------------------
 #: json_each() yields a scalar itself, the items of a list, and the members of an object
 #: (whose key is text): the last are excluded, so an object field matches no value.
 _ITEMS = "EXISTS (SELECT 1 FROM json_each({column}, ?) WHERE typeof(key) != 'text' AND ({test}))"
 _NUMBER = "type IN ('integer', 'real')"
+#: An indexed field's values are rows of a side table (see ``FIELD_TABLES``), so a test on
+#: one is a look-up on its (field, type, value) key instead of a scan of every document.
+_LOOKUP = "SELECT row FROM field_values WHERE field = ? AND type = '{type}' AND {test}"
+#: The side table of indexed fields: one row per scalar the filter language can match (a
+#: scalar field, or each scalar item of a list), typed as json_each sees it: 's' strings,
+#: 'n' numbers (integers and reals compare as numbers), 'b' booleans (1 or 0).
+#: Statements, not a script: they run inside a store's write transaction.
+FIELD_TABLES = (
+    "CREATE TABLE IF NOT EXISTS indexed_fields (field TEXT PRIMARY KEY, kind TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS field_values (field TEXT NOT NULL, type TEXT NOT NULL, value NOT NULL, "
+    "row INTEGER NOT NULL, PRIMARY KEY (field, type, value, row)) WITHOUT ROWID",
+    "CREATE INDEX IF NOT EXISTS field_values_by_row ON field_values (row)",
+)
+#: Subqueries for ``INDEX_VALUES``: every document, or the rows in the JSON array ``?3``.
+ALL_ROWS = "SELECT row FROM documents"
+LISTED_ROWS = "SELECT value FROM json_each(?3)"
+#: Fills ``field_values`` for field ``?1`` (JSON path ``?2``) from the documents whose row is
+#: in ``{rows}`` (a subquery): the same json_each walk as ``_ITEMS``, so indexed and scanned
+#: filters agree by construction.
+INDEX_VALUES = """
+INSERT OR IGNORE INTO field_values (field, type, value, row)
+SELECT ?1, CASE j.type WHEN 'text' THEN 's' WHEN 'true' THEN 'b' WHEN 'false' THEN 'b' ELSE 'n' END, j.value, d.row
+FROM documents d, json_each(d.metadata, ?2) j
+WHERE d.row IN ({rows}) AND typeof(j.key) != 'text' AND j.type IN ('text', 'integer', 'real', 'true', 'false')
+"""
+
+
+@dataclass(frozen=True)
+class _SqlTarget:
+    """Where a condition reads: the JSON ``column``, the ``row`` column, the ``indexed`` fields."""
+
+    column: str
+    row: str
+    indexed: frozenset[str]
+
+
+def _split(values: tuple[Scalar, ...]) -> tuple[list[str], list[float], list[bool]]:
+    """Strings, numbers and booleans of a match (a bool is not a number here)."""
+    strings = [v for v in values if isinstance(v, str)]
+    numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return strings, numbers, sorted({v for v in values if isinstance(v, bool)})
 
 
 def _sql_match(node: Match) -> tuple[str, list[Any]]:
-    strings = [v for v in node.values if isinstance(v, str)]
-    numbers = [v for v in node.values if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    bools = {v for v in node.values if isinstance(v, bool)}
+    strings, numbers, bools = _split(node.values)
     tests, params = [], []
     if strings:
         tests.append(f"(type = 'text' AND value IN ({', '.join('?' * len(strings))}))")
@@ -182,7 +224,7 @@ def _sql_match(node: Match) -> tuple[str, list[Any]]:
     if numbers:
         tests.append(f"({_NUMBER} AND value IN ({', '.join('?' * len(numbers))}))")
         params.extend(numbers)
-    tests.extend(f"type = '{'true' if flag else 'false'}'" for flag in sorted(bools))
+    tests.extend(f"type = '{'true' if flag else 'false'}'" for flag in bools)
     return " OR ".join(tests), params
 
 
@@ -191,21 +233,45 @@ def _sql_range(node: Range) -> tuple[str, list[Any]]:
     return " AND ".join(tests), [bound for _, bound in node.bounds]
 
 
-def _sql(node: Node, column: str) -> tuple[str, list[Any]]:
+def _lookup_match(node: Match) -> tuple[list[str], list[Any]]:
+    """One indexed look-up per value type of the match."""
+    selects, params = [], []
+    for type_, values in zip("snb", _split(node.values)):
+        if values:
+            selects.append(_LOOKUP.format(type=type_, test=f"value IN ({', '.join('?' * len(values))})"))
+            params.extend([node.field, *values])
+    return selects, params
+
+
+def _lookup_range(node: Range) -> tuple[list[str], list[Any]]:
+    test = " AND ".join(f"value {SQL_RANGES[op]} ?" for op, _ in node.bounds)
+    return [_LOOKUP.format(type="n", test=test)], [node.field, *(bound for _, bound in node.bounds)]
+
+
+def _sql_leaf(node: Match | Range, target: _SqlTarget) -> tuple[str, list[Any]]:
+    if node.field in target.indexed:
+        selects, params = (_lookup_match if isinstance(node, Match) else _lookup_range)(node)
+        return f"{target.row} IN ({' UNION ALL '.join(selects)})", params
+    test, params = (_sql_match if isinstance(node, Match) else _sql_range)(node)
+    return _ITEMS.format(column=target.column, test=test), ["$." + node.field, *params]
+
+
+def _sql(node: Node, target: _SqlTarget) -> tuple[str, list[Any]]:
     if isinstance(node, (Match, Range)):
-        test, params = (_sql_match if isinstance(node, Match) else _sql_range)(node)
-        return _ITEMS.format(column=column, test=test), ["$." + node.field, *params]
+        return _sql_leaf(node, target)
     if isinstance(node, Not):
-        sql, params = _sql(node.clause, column)
+        sql, params = _sql(node.clause, target)
         return f"NOT {sql}", params
-    parts = [_sql(clause, column) for clause in node.clauses]
+    parts = [_sql(clause, target) for clause in node.clauses]
     joiner = " AND " if isinstance(node, All) else " OR "
     return "(" + joiner.join(sql for sql, _ in parts) + ")", [p for _, params in parts for p in params]
 
 
-def to_sql(filter: Mapping[str, Any], column: str) -> tuple[str, list[Any]]:
-    """A SQLite condition on the JSON text in ``column`` and its parameters."""
-    return _sql(parse(filter), column)
+def to_sql(filter: Mapping[str, Any], column: str, *, row: str = "row",
+           indexed: frozenset[str] = frozenset()) -> tuple[str, list[Any]]:
+    """A SQLite condition on the JSON text in ``column`` and its parameters; fields in
+    ``indexed`` are looked up in ``field_values`` by the document's ``row`` instead."""
+    return _sql(parse(filter), _SqlTarget(column, row, frozenset(indexed)))
 
 
 # -- Qdrant (qdrant-client or qdrant-edge classes) ---------------------------------------------

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import pickle
 import sqlite3
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,14 @@ def _qdrant() -> tuple[Any, Any]:
     except ImportError as error:  # optional dependency
         raise ImportError("Qdrant servers need qdrant-client: pip install 'inbedder-retrieval[qdrant]'") from error
     return QdrantClient, models
+
+
+@contextmanager
+def _quiet_local_mode() -> Iterator[None]:
+    """Silence local mode's warning that payload indexes have no effect there (documented)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Payload indexes have no effect", UserWarning)
+        yield
 
 
 class ClientTarget:
@@ -135,6 +145,28 @@ class ClientEngine:
         """Number of points (holding a ``vector`` of that name)."""
         only = None if vector is None else self.models.Filter(must=[self.models.HasVectorCondition(has_vector=vector)])
         return self.client.count(self.collection, count_filter=only, exact=True).count
+
+    # -- payload indexes ---------------------------------------------------------------------------
+    def _schemas(self) -> dict[str, Any]:
+        """Payload index type of each field kind (see ``EdgeEngine._schemas``)."""
+        types = self.models.PayloadSchemaType
+        return {"keyword": types.KEYWORD, "number": types.FLOAT, "bool": types.BOOL}
+
+    def create_field_index(self, key: str, kind: str) -> None:
+        """A payload index on a server; qdrant-client's local modes keep none (and warn so)."""
+        with _quiet_local_mode():
+            self.client.create_payload_index(self.collection, field_name=key, field_schema=self._schemas()[kind])
+
+    def delete_field_index(self, key: str) -> None:
+        with _quiet_local_mode():
+            self.client.delete_payload_index(self.collection, key)
+
+    def field_indexes(self) -> dict[str, str]:
+        """Payload key -> kind (an index type made outside this library: its type name)."""
+        kinds = {schema.value: kind for kind, schema in self._schemas().items()}
+        schema = self.client.get_collection(self.collection).payload_schema or {}
+        return {key: kinds.get(str(getattr(info.data_type, "value", info.data_type)), str(info.data_type))
+                for key, info in schema.items()}
 
     def flush(self) -> None:
         """qdrant-client commits every call (local mode) or the server does."""

@@ -243,6 +243,25 @@ class EdgeEngine:
         only = None if vector is None else edge.Filter(must=[edge.HasVectorCondition(vector)])
         return self._call("count", edge.CountRequest(exact=True, filter=only))
 
+    # -- payload indexes ---------------------------------------------------------------------------
+    def _schemas(self) -> dict[str, Any]:
+        """Payload index type of each field kind (numbers: a float index serves the range
+        conditions that integers and floats alike are matched with)."""
+        types = self.edge.PayloadSchemaType
+        return {"keyword": types.Keyword, "number": types.Float, "bool": types.Bool}
+
+    def create_field_index(self, key: str, kind: str) -> None:
+        self._call("update", self.edge.UpdateOperation.create_field_index(key, self._schemas()[kind]))
+
+    def delete_field_index(self, key: str) -> None:
+        self._call("update", self.edge.UpdateOperation.delete_field_index(key))
+
+    def field_indexes(self) -> dict[str, str]:
+        """Payload key -> kind (an index type made outside this library: its type name)."""
+        kinds = {str(schema): kind for kind, schema in self._schemas().items()}
+        return {key: kinds.get(str(info.data_type), str(info.data_type))
+                for key, info in self._call("info").payload_schema.items()}
+
     def flush(self) -> None:
         self._call("flush")
 

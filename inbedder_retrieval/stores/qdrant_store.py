@@ -39,8 +39,8 @@ import numpy as np
 from ..atomic import atomic_write_bytes
 from ..errors import CorruptIndexError, UntrustedIndexError
 from ..validation import check_ids, check_k
-from .base import Document, Filter, Hit, VectorStore
-from .filters import QdrantTarget, to_qdrant
+from .base import Document, Filter, Hit, VectorStore, check_field_kind
+from .filters import QdrantTarget, check_field, to_qdrant
 from .journal import Entry, UndoJournal
 
 NAMESPACE = uuid.UUID("8a4cb5a4-4d1f-5b6e-9c55-1c7c2b7a6f10")
@@ -48,6 +48,7 @@ JOURNAL = "undo-journal.jsonl"
 STATE = "state.json"
 EDGE_DIR = "edge"
 LEGACY_DIR = "qdrant"  # qdrant-client local mode (pickles)
+METADATA = "metadata."  # payload key prefix of metadata fields
 
 
 def point_id(doc_id: str) -> str:
@@ -83,6 +84,9 @@ class QdrantEngine(Protocol):
     def scroll(self, limit: int, offset: Any, *, vectors: bool | list[str] = False) -> tuple[list[PointState], Any]: ...
     def query(self, name: str, vector: list[float], k: int, native: Any) -> list[tuple[Mapping[str, Any], float]]: ...
     def count(self, vector: str | None = None) -> int: ...
+    def create_field_index(self, key: str, kind: str) -> None: ...
+    def delete_field_index(self, key: str) -> None: ...
+    def field_indexes(self) -> dict[str, str]: ...
     def flush(self) -> None: ...
     def file_digests(self, spaces: Sequence[str], *, fresh: bool = False) -> dict[str, dict[str, int]]: ...
     def close(self) -> None: ...
@@ -263,6 +267,10 @@ class QdrantStore(VectorStore):
         elif "dropped" in entry:
             if entry["dropped"] not in self._space_dims(refresh=True):
                 self._create_vector(entry["dropped"], entry["dim"])
+        elif "field" in entry:  # a payload index created: restore the previous one, or none
+            self.engine.delete_field_index(entry["field"])
+            if entry["kind"] is not None:
+                self.engine.create_field_index(entry["field"], entry["kind"])
         elif entry["payload"] is None:
             self.engine.delete([entry["point"]])
         else:
@@ -368,6 +376,20 @@ class QdrantStore(VectorStore):
                 self.engine.delete(pids)
         return len(pids)
 
+    # -- indexed metadata fields ------------------------------------------------------------
+    def index_field(self, field: str, kind: str = "keyword") -> None:
+        """A payload index on ``metadata.<field>`` of type ``kind`` (Qdrant keeps one per
+        field: conditions on values of other types are still answered, without it)."""
+        key = METADATA + check_field(field)
+        kind = check_field_kind(field, kind)
+        with self.transaction():
+            self._journal.record({"field": key, "kind": self.engine.field_indexes().get(key)})
+            self.engine.create_field_index(key, kind)
+
+    def indexed_fields(self) -> dict[str, str]:
+        return {key[len(METADATA):]: kind for key, kind in sorted(self.engine.field_indexes().items())
+                if key.startswith(METADATA)}
+
     # -- reads ----------------------------------------------------------------------------
     @staticmethod
     def _document(payload: Mapping[str, Any]) -> Document:
@@ -402,7 +424,7 @@ class QdrantStore(VectorStore):
         if space not in self._dims and space not in self._space_dims(refresh=True):
             raise KeyError(f"no vector space {space!r}")
         engine = self.engine
-        native = filter if filter is None or isinstance(filter, engine.native) else to_qdrant(filter, engine.target)
+        native = filter if filter is None or isinstance(filter, engine.native) else to_qdrant(filter, engine.target, METADATA)
         hits = engine.query(space, np.asarray(vector, dtype="float32").tolist(), k, native)
         return [Hit(p["id"], p["text"], p.get("metadata") or {}, score) for p, score in hits]
 
