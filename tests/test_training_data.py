@@ -126,3 +126,22 @@ def test_cli_builds_the_records(tmp_path, records):
     out = tmp_path / "v2.jsonl"
     assert main(["train-data", "build", "-o", str(out)]) == 0
     assert load_records(out) == records
+
+
+def test_request_is_asked_on_support_helpdesk_and_app_texts_from_its_closed_set(records):
+    request = load_question_types()["request"]
+    assert request.coarse and len(set(request.wordings)) >= 18
+    assert all(answer == answer.lower() for answer in request.answers)
+    domain_of = {text.text: text.domain for text in load_texts()}
+    per_domain = defaultdict(Counter)
+    for record in records:
+        if record.qtype == "request":
+            assert record.output in request.answers, record
+            assert len(record.instructions) == len(set(request.wordings)), record  # none near a held-out wording
+            per_domain[domain_of[record.input]][record.output] += 1
+    assert set(per_domain) == {"support", "helpdesk", "apps"}
+    for domain in per_domain:
+        labels = Counter(text.labels["request"] for text in load_texts() if text.domain == domain)
+        assert sum(labels.values()) == 50, domain  # every text of the domain is labelled
+        assert max(labels.values()) / sum(labels.values()) <= 0.4, (domain, labels.most_common(2))
+        assert sum(per_domain[domain].values()) == 3 * 50, domain  # no request wording dropped below 3
