@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from inbedder_retrieval import DEFAULT_MODEL, InBedder, get_model
-from inbedder_retrieval.models import ZERO_SHOT_MODEL
+from inbedder_retrieval.models import DEFAULT_MODEL_V1, ZERO_SHOT_MODEL
 from inbedder_retrieval.evaluation import aspect_triplet_accuracy
 from inbedder_retrieval.samples import load_sample
 from inbedder_retrieval.weights import DEFAULT_REENCODER, resolve_source
@@ -17,14 +17,28 @@ TEXT = "The battery died after two hours and support never answered."
 INSTRUCTION = "How does the customer feel?"
 # fastembed-style golden values: the first dimensions of one vector (fp32, CPU).
 GOLDEN = {
-    DEFAULT_MODEL: [-0.0150897, 0.0322914, -0.0341709, 0.0292423, -0.0282407],
+    DEFAULT_MODEL: [-0.0109545, 0.0431019, -0.0276239, -0.0081643, -0.0569627],
+    DEFAULT_MODEL_V1: [-0.0150897, 0.0322914, -0.0341709, 0.0292423, -0.0282407],
     ZERO_SHOT_MODEL: [-0.0115939, 0.0219208, -0.0298713, 0.0129843, -0.0082291],
 }
 
 
 @pytest.fixture(scope="module")
-def zero_shot_model():
-    return InBedder.from_pretrained(ZERO_SHOT_MODEL)
+def shipped(default_model):
+    """``shipped(name)``: a shipped registry entry, each loaded once."""
+    loaded = {DEFAULT_MODEL: default_model}
+
+    def get(name: str) -> InBedder:
+        if name not in loaded:
+            loaded[name] = InBedder.from_pretrained(name)
+        return loaded[name]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def zero_shot_model(shipped):
+    return shipped(ZERO_SHOT_MODEL)
 
 
 def test_default_model_is_the_shipped_fine_tuned_adapter(default_model):
@@ -36,10 +50,9 @@ def test_default_model_is_the_shipped_fine_tuned_adapter(default_model):
     assert len(answers[0].split()) <= 3  # fine-tuned to answer tersely
 
 
-@pytest.mark.parametrize("name", [DEFAULT_MODEL, ZERO_SHOT_MODEL])
-def test_golden_vectors(name, default_model, zero_shot_model):
-    model = default_model if name == DEFAULT_MODEL else zero_shot_model
-    vector = model.encode([TEXT], INSTRUCTION)
+@pytest.mark.parametrize("name", [DEFAULT_MODEL, DEFAULT_MODEL_V1, ZERO_SHOT_MODEL])
+def test_golden_vectors(name, shipped):
+    vector = shipped(name).encode([TEXT], INSTRUCTION)
     assert vector.shape == (1, 576)
     np.testing.assert_allclose(vector[0, :5], GOLDEN[name], atol=2e-4)
 
@@ -91,32 +104,33 @@ def test_prefix_reuse_equals_plain_path(name, default_model, zero_shot_model):
     assert np.abs(reused - plain).max() / np.abs(plain).max() < 1e-5
 
 
-@pytest.mark.parametrize("name", [DEFAULT_MODEL, ZERO_SHOT_MODEL])
-def test_registry_fingerprints_are_the_models_own(name, default_model, zero_shot_model):
+@pytest.mark.parametrize("name", [DEFAULT_MODEL, DEFAULT_MODEL_V1, ZERO_SHOT_MODEL])
+def test_registry_fingerprints_are_the_models_own(name, shipped):
     """The registry's frozen fingerprints (how an index finds the entry that reads it)."""
-    model = default_model if name == DEFAULT_MODEL else zero_shot_model
-    assert get_model(name).fingerprint == model.fingerprint
+    assert get_model(name).fingerprint == shipped(name).fingerprint
 
 
-def test_an_index_of_a_replaced_entry_opens_with_the_entry_that_gives_its_vectors(tmp_path, default_model,
-                                                                               zero_shot_model):
+@pytest.mark.parametrize("builder", [DEFAULT_MODEL_V1, ZERO_SHOT_MODEL])
+def test_an_index_of_a_replaced_entry_opens_with_the_entry_that_gives_its_vectors(tmp_path, default_model, shipped,
+                                                                               builder):
     """An index records its model's name and fingerprint: when the entry of that name now
     gives other vectors (a new default), opening without a model finds the entry whose
-    fingerprint it recorded; a wrong model given explicitly is refused with that entry's name."""
+    fingerprint it recorded; a wrong model given explicitly is refused with that entry's name.
+    ``DEFAULT_MODEL_V1`` is the real case: indexes built with the default before 2026-12."""
     import json
 
     from inbedder_retrieval import InstructionIndex
     from inbedder_retrieval.errors import IncompatibleIndexError
 
     path = tmp_path / "idx"
-    with InstructionIndex.create(path, zero_shot_model, instructions=[INSTRUCTION]) as index:
+    with InstructionIndex.create(path, shipped(builder), instructions=[INSTRUCTION]) as index:
         index.add([TEXT, "The soup was lovely."], ids=["a", "b"])
     manifest_file = path / "index.json"
     manifest = json.loads(manifest_file.read_text())
     manifest["model"]["name"] = DEFAULT_MODEL  # as if built when DEFAULT_MODEL named these weights
     manifest_file.write_text(json.dumps(manifest))
     with InstructionIndex.open(path) as index:
-        assert index.model.name == ZERO_SHOT_MODEL
+        assert index.model.name == builder
         assert index.search(TEXT, INSTRUCTION, k=1)[0].id == "a"
-    with pytest.raises(IncompatibleIndexError, match=rf"registry entry '{ZERO_SHOT_MODEL}' gives its vectors"):
+    with pytest.raises(IncompatibleIndexError, match=rf"registry entry '{builder}' gives its vectors"):
         InstructionIndex.open(path, default_model)
