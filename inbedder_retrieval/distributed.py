@@ -44,11 +44,13 @@ READERS = {".jsonl": "read_json", ".parquet": "read_parquet", ".csv": "read_csv"
 
 
 def require_ray() -> Any:
+    """The ``ray`` module with Ray Data, or a ``ModuleNotFoundError`` naming the extra."""
     try:
         import ray
         import ray.data
     except ModuleNotFoundError:
-        raise ModuleNotFoundError("distributed embedding needs Ray Data: pip install 'inbedder-retrieval[ray]'") from None
+        raise ModuleNotFoundError("distributed embedding needs Ray Data: "
+                                  "pip install 'inbedder-retrieval[ray]'") from None
     return ray
 
 
@@ -171,7 +173,8 @@ def _check_columns(pa: Any, dataset: ray.data.Dataset, text_column: str, id_colu
             raise TypeError(f"the {role} column {column!r} holds {kind}, expected strings")
 
 
-def write_dataset_shards(embedded: ray.data.Dataset, out_dir: str | Path, *, rows_per_shard: int = 10_000) -> list[Path]:
+def write_dataset_shards(embedded: ray.data.Dataset, out_dir: str | Path, *,
+                         rows_per_shard: int = 10_000) -> list[Path]:
     """Run ``embedded`` (``embed_dataset``'s output) and write its rows, in order, to
     ``out_dir`` as embedding shards of ``rows_per_shard`` rows (``shard-00000.parquet``, ...);
     returns their paths.

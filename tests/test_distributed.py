@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,8 @@ from inbedder_retrieval.distributed import (  # noqa: E402
     write_dataset_shards,
 )
 from inbedder_retrieval.errors import IncompatibleIndexError  # noqa: E402
-from inbedder_retrieval.shards import shard_header  # noqa: E402
+from inbedder_retrieval.shards import shard_header, shard_table  # noqa: E402
+from inbedder_retrieval.stores import Document  # noqa: E402
 
 # Ray's processes talk over loopback sockets, even under pytest-socket's --disable-socket
 pytestmark = pytest.mark.enable_socket
@@ -162,6 +164,34 @@ def test_a_worker_refuses_a_model_other_than_the_drivers(tiny, model):
                      id_column="id", batch_size=8)
 
 
+class Batches:
+    """Stands in for an embedded dataset: ``iter_batches`` yields the given tables."""
+
+    def __init__(self, *tables):
+        self.tables = tables
+
+    def iter_batches(self, batch_size, batch_format):
+        yield from self.tables
+
+
+def test_the_writer_refuses_duplicate_ids_and_foreign_rows(model, tmp_path):
+    header = shard_header(model, [Q1])
+    vectors = {Q1: np.ones((2, model.dim), dtype="float32")}
+    first = shard_table(header, [Document("a", "x", {}), Document("b", "y", {})], vectors)
+    again = shard_table(header, [Document("c", "x", {}), Document("a", "y", {})], vectors)
+    with pytest.raises(ValueError, match="id 'a' appears twice"):
+        write_dataset_shards(Batches(first, again), tmp_path / "twice", rows_per_shard=2)
+    assert [p.name for p in (tmp_path / "twice").iterdir()] == ["shard-00000.parquet"]  # nothing after it
+    with pytest.raises(ValueError, match="no shard header"):
+        write_dataset_shards(Batches(first.replace_schema_metadata(None)), tmp_path / "bare")
+    other = shard_table(shard_header(model, [Q2]), [Document("c", "z", {}), Document("d", "w", {})],
+                        {Q2: vectors[Q1]})
+    with pytest.raises(ValueError, match="two shard headers"):
+        write_dataset_shards(Batches(first, other), tmp_path / "mixed", rows_per_shard=2)
+    with pytest.raises(FileExistsError, match="already holds shards"):
+        write_dataset_shards(Batches(first), tmp_path / "twice")
+
+
 def test_cli_checks_before_ray_starts(tmp_path, capsys):
     data = write_jsonl(tmp_path / "docs.jsonl", RECORDS[:2])
     (tmp_path / "full").mkdir()
@@ -178,12 +208,21 @@ def test_cli_checks_before_ray_starts(tmp_path, capsys):
         assert error.startswith("inbedder: error:") and message in error
 
 
-def test_the_module_imports_without_ray():
-    code = ("import sys, inbedder_retrieval.distributed; "
-            "print(sorted(m for m in ('ray', 'torch', 'pyarrow') if m in sys.modules))")
-    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+def test_the_module_imports_without_ray_and_names_the_extra_when_ray_is_missing(tmp_path):
+    code = """
+        import sys
+        import inbedder_retrieval.distributed as distributed
+        print(sorted(m for m in ("ray", "torch", "pyarrow") if m in sys.modules))
+        sys.modules["ray"] = None  # as if Ray were not installed
+        try:
+            distributed.require_ray()
+        except ModuleNotFoundError as error:
+            print(error)
+    """
+    output = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, check=True,
                             env={**os.environ, "PYTHONPATH": str(Path(inbedder_retrieval.__file__).parents[1])})
-    assert output.stdout.strip() == "[]"
+    assert output.stdout.splitlines() == [
+        "[]", "distributed embedding needs Ray Data: pip install 'inbedder-retrieval[ray]'"]
 
 
 @pytest.mark.slow
