@@ -215,7 +215,8 @@ def cmd_embed_dataset(args: argparse.Namespace) -> int:
     written = write_dataset_shards(embedded, args.output, rows_per_shard=args.rows_per_shard)
     rows = sum(shard_summary(path)[1] for path in written)
     print(f"Wrote {rows} documents x {len(args.instruction)} instructions in {len(written)} shards to {args.output} "
-          f"({time.monotonic() - started:.1f} s, {args.concurrency} workers)", file=sys.stderr)
+          f"({time.monotonic() - started:.1f} s, {args.concurrency} worker{'s' * (args.concurrency > 1)})",
+          file=sys.stderr)
     return 0
 
 
