@@ -645,7 +645,7 @@ def build_parser() -> argparse.ArgumentParser:
     dataset.add_argument("--pooling", choices=("fst_gen", "avg_gen", "reencode"), default=None,
                          help="override the model's pooling")
     dataset.add_argument("--dtype", default=None,
-                         help="float32, bfloat16 or float16 (default: float32 on CPU workers, bfloat16 on GPU workers)")
+                         help="float32, bfloat16 or float16 (default float32, on GPU workers too: indexes built on a CPU take its vectors)")
     dataset.add_argument("--batch-size", type=int, default=64, help="rows per worker call and per batch (default 64)")
     dataset.set_defaults(handler=cmd_embed_dataset)
 

@@ -116,9 +116,11 @@ def embed_dataset(
     ``model`` is a registry name, hub id or folder that every node can load (default: the
     shipped model). Each actor takes ``num_gpus`` GPUs (a fraction packs several actors on
     one GPU; > 0 embeds on CUDA) and ``num_cpus`` CPUs (Ray's default: 1); leave CPUs free for
-    the read tasks. ``dtype`` defaults to float32 on CPU actors and bfloat16 on GPU actors; it
-    is part of the model's fingerprint, so import into an index built with the same dtype
-    (an index made on CPU in float32 takes vectors embedded with ``dtype="float32"``).
+    the read tasks. ``dtype`` defaults to float32 on CPU and GPU actors alike: it is part of
+    the model's fingerprint, and float32 vectors import into an index made on a CPU in float32
+    (the default model is launch-bound on a GPU, so bfloat16 buys it no speed: measured on an
+    H200, ``benchmarks/README.md``); pass ``"bfloat16"`` for large models and import into an
+    index built in bfloat16.
 
     Rows come out in input order: this sets ``preserve_order`` in the dataset's
     ``DataContext`` (which Ray shares with the datasets derived from the same source). A
@@ -138,7 +140,7 @@ def embed_dataset(
     if num_cpus is not None:
         _check_resource(num_cpus, "num_cpus")
     _check_columns(pa, dataset, text_column, id_column)
-    device, dtype = ("cuda" if num_gpus else "cpu"), dtype or ("bfloat16" if num_gpus else "float32")
+    device, dtype = ("cuda" if num_gpus else "cpu"), dtype or "float32"
     name = None if model is None else str(model)
     header = shard_header(InBedder.from_pretrained(name, pooling=pooling, device="cpu", dtype=dtype), instructions)
     dataset.context.execution_options.preserve_order = True
