@@ -34,9 +34,11 @@ _EXPORTS = {
     "PromptTemplate": "prompts",
     "UnknownInstructionError": "errors",
     "UntrustedIndexError": "errors",
+    "embed_dataset": "distributed",
     "get_model": "models",
     "list_models": "models",
     "read_shard_header": "shards",
+    "write_dataset_shards": "distributed",
     "write_embedding_shards": "shards",
 }
 
@@ -44,6 +46,7 @@ __all__ = [*_EXPORTS, "__version__"]
 
 if TYPE_CHECKING:
     from .cache import EmbeddingCache
+    from .distributed import embed_dataset, write_dataset_shards
     from .embedder import InBedder
     from .errors import (
         CorruptIndexError,

@@ -192,6 +192,34 @@ def cmd_embed_shards(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_embed_dataset(args: argparse.Namespace) -> int:
+    import time
+
+    from .distributed import embed_dataset, input_files, read_dataset, require_ray, write_dataset_shards
+    from .shards import distinct_instructions, refuse_existing_shards, shard_summary
+    from .validation import check_positive_int
+
+    check_positive_int(args.rows_per_shard, "--rows-per-shard")
+    check_positive_int(args.batch_size, "--batch-size")
+    check_positive_int(args.concurrency, "--concurrency")
+    distinct_instructions(args.instruction)
+    refuse_existing_shards(Path(args.output))
+    files = input_files(args.inputs)  # all before Ray starts
+    ray = require_ray()
+    if not ray.is_initialized():
+        ray.init(address=args.address)
+    started = time.monotonic()
+    embedded = embed_dataset(read_dataset(files), args.instruction, model=args.model, text_column=args.text_field,
+                             id_column=args.id_field, batch_size=args.batch_size, concurrency=args.concurrency,
+                             num_gpus=args.num_gpus, num_cpus=args.num_cpus, pooling=args.pooling, dtype=args.dtype)
+    written = write_dataset_shards(embedded, args.output, rows_per_shard=args.rows_per_shard)
+    rows = sum(shard_summary(path)[1] for path in written)
+    print(f"Wrote {rows} documents x {len(args.instruction)} instructions in {len(written)} shards to {args.output} "
+          f"({time.monotonic() - started:.1f} s, {args.concurrency} worker{'s' * (args.concurrency > 1)})",
+          file=sys.stderr)
+    return 0
+
+
 def cmd_index_add_instruction(args: argparse.Namespace) -> int:
 
     if args.instruction in _manifest_instructions(args.path):
@@ -593,6 +621,33 @@ def build_parser() -> argparse.ArgumentParser:
     shards.add_argument("--rows-per-shard", type=int, default=10_000, help="rows per shard file (default 10000)")
     _model_options(shards)
     shards.set_defaults(handler=cmd_embed_shards)
+
+    dataset = commands.add_parser("embed-dataset", help="embed files under instructions on a Ray cluster into shards",
+                                  description="Embed every row of the input files under each instruction with Ray "
+                                              "Data (one model per worker) and write embedding shards for "
+                                              "`inbedder index import`. Needs the ray extra.")
+    dataset.add_argument("inputs", nargs="+", metavar="INPUT",
+                         help="input .jsonl, .parquet or .csv files (one kind), or folders of them")
+    dataset.add_argument("--instruction", "-q", required=True, action="append",
+                         help="a question asked about every text (repeatable)")
+    dataset.add_argument("--output", "-o", required=True, help="output folder for the shards (must hold none yet)")
+    dataset.add_argument("--text-field", default="text", help="column holding the text (default: text)")
+    dataset.add_argument("--id-field", default="id", help="column holding each row's string id (default: id; required)")
+    dataset.add_argument("--rows-per-shard", type=int, default=10_000, help="rows per shard file (default 10000)")
+    dataset.add_argument("--address", default=None,
+                         help="Ray cluster to join (auto: the one running here; default: start a local one)")
+    dataset.add_argument("--concurrency", type=int, default=1, help="workers, each with its own model (default 1)")
+    dataset.add_argument("--num-gpus", type=float, default=0,
+                         help="GPUs per worker (0.5 puts two on a GPU; > 0 embeds on CUDA; default 0)")
+    dataset.add_argument("--num-cpus", type=float, default=None, help="CPUs per worker (default: Ray's, 1)")
+    dataset.add_argument("--model", default=None,
+                         help="registry name, hub id or folder every node can load (default: the shipped model)")
+    dataset.add_argument("--pooling", choices=("fst_gen", "avg_gen", "reencode"), default=None,
+                         help="override the model's pooling")
+    dataset.add_argument("--dtype", default=None,
+                         help="float32, bfloat16 or float16 (default float32, on GPU workers too: indexes built on a CPU take its vectors)")
+    dataset.add_argument("--batch-size", type=int, default=64, help="rows per worker call and per batch (default 64)")
+    dataset.set_defaults(handler=cmd_embed_dataset)
 
     answer = commands.add_parser("answer", help="print the model's answer for each text (JSONL)",
                                  description="Generate the model's short answer to the instruction for each text.")

@@ -88,20 +88,12 @@ def write_embedding_shards(
     The vectors are exactly the ones ``InstructionIndex.add`` stores (``document_vectors``).
     ``records`` is read lazily, one shard at a time; each shard appears whole or not at all.
     """
-    from .index import model_record, space_name
-
-    pa, pq = _pyarrow()
-    instructions = [model.check_instruction(q) for q in check_instructions(instructions)]
-    if not instructions or len(set(instructions)) != len(instructions):
-        raise ValueError("instructions must be one or more distinct instructions")
+    header = shard_header(model, instructions)
+    instructions = [spec["instruction"] for spec in header["instructions"]]
     check_positive_int(rows_per_shard, "rows_per_shard")
     check_positive_int(batch_size, "batch_size")
     out = Path(out_dir)
-    _refuse_existing_shards(out)
-    header = {"format": SHARD_FORMAT, "format_version": SHARD_FORMAT_VERSION, "model": model_record(model),
-              "normalized": True,
-              "instructions": [{"instruction": q, "column": space_name(q)} for q in instructions]}
-    schema = _schema(pa, header)
+    refuse_existing_shards(out)
     if isinstance(records, (str, bytes, Mapping)) or not isinstance(records, Iterable):
         raise TypeError(f"records must be an iterable of mappings, got {type(records).__name__}")
     total = len(records) if isinstance(records, Sized) else None
@@ -111,11 +103,36 @@ def write_embedding_shards(
               disable=not show_progress(show_progress_bar, PROGRESS_BAR_MIN_TEXTS if total is None else total)) as bar:
         for number, chunk in enumerate(_chunks(records, rows_per_shard)):
             documents = _documents(chunk, number * rows_per_shard, seen)
-            table = _table(pa, schema, header, documents, _embed(model, documents, instructions, batch_size, bar))
-            written.append(out / SHARD_NAME.format(number=number))
-            with atomic_file(written[-1]) as file:
-                pq.write_table(table, file, row_group_size=ROW_GROUP_ROWS)
+            table = shard_table(header, documents, _embed(model, documents, instructions, batch_size, bar))
+            written.append(write_shard(out, number, table))
     return written
+
+
+def shard_header(model: InBedder, instructions: Sequence[str]) -> dict[str, Any]:
+    """The header of shards holding ``model``'s vectors under ``instructions`` (checked: one
+    or more distinct instructions the model accepts)."""
+    from .index import model_record, space_name
+
+    instructions = [model.check_instruction(q) for q in distinct_instructions(instructions)]
+    return {"format": SHARD_FORMAT, "format_version": SHARD_FORMAT_VERSION, "model": model_record(model),
+            "normalized": True, "instructions": [{"instruction": q, "column": space_name(q)} for q in instructions]}
+
+
+def distinct_instructions(instructions: Sequence[str]) -> list[str]:
+    """``instructions`` checked: one or more distinct valid instructions."""
+    instructions = check_instructions(instructions)
+    if not instructions or len(set(instructions)) != len(instructions):
+        raise ValueError("instructions must be one or more distinct instructions")
+    return instructions
+
+
+def write_shard(out: Path, number: int, table: pa.Table) -> Path:
+    """Write ``table`` as the ``number``-th shard of ``out`` (whole or not at all); its path."""
+    _, pq = _pyarrow()
+    path = out / SHARD_NAME.format(number=number)
+    with atomic_file(path) as file:
+        pq.write_table(table, file, row_group_size=ROW_GROUP_ROWS)
+    return path
 
 
 def _embed(model: InBedder, documents: list[Document], instructions: list[str], batch_size: int,
@@ -132,7 +149,8 @@ def _embed(model: InBedder, documents: list[Document], instructions: list[str], 
     return {q: np.concatenate(matrices) for q, matrices in parts.items()}
 
 
-def _refuse_existing_shards(out: Path) -> None:
+def refuse_existing_shards(out: Path) -> None:
+    """``FileExistsError`` if ``out`` already holds shards (a writer never mixes two runs)."""
     existing = sorted(out.glob(SHARD_NAMES)) if out.is_dir() else []
     if existing:
         raise FileExistsError(f"{out} already holds shards ({existing[0].name} ...): write into a new folder")
@@ -155,7 +173,7 @@ def _documents(chunk: list[Mapping[str, Any]], first: int, seen: set[str]) -> li
             [uuid.uuid4().hex if record.get("id") is None else record["id"] for record in chunk],
             [record_metadata(record) for record in chunk])
     except (TypeError, ValueError) as error:  # the checks name positions within the chunk
-        raise _reworded(error, f"records[{first}:{first + len(chunk)}]") from None
+        raise reworded(error, f"records[{first}:{first + len(chunk)}]") from None
     for position, doc_id in enumerate(ids, start=first):
         if doc_id in seen:
             raise ValueError(f"records[{position}]: id {doc_id!r} appears twice")
@@ -163,7 +181,9 @@ def _documents(chunk: list[Mapping[str, Any]], first: int, seen: set[str]) -> li
     return [Document(i, t, m) for i, t, m in zip(ids, texts, metadatas)]
 
 
-def _schema(pa: Any, header: dict[str, Any]) -> pa.Schema:
+def shard_schema(header: dict[str, Any]) -> pa.Schema:
+    """The Arrow schema of a shard with ``header`` (stored under ``HEADER_KEY``)."""
+    pa, _ = _pyarrow()
     dim = header["model"]["dim"]
     fields = [pa.field("id", pa.string(), nullable=False), pa.field("text", pa.string(), nullable=False),
               pa.field("metadata", pa.string())]
@@ -171,14 +191,16 @@ def _schema(pa: Any, header: dict[str, Any]) -> pa.Schema:
     return pa.schema(fields, metadata={HEADER_KEY: json.dumps(header, ensure_ascii=False).encode()})
 
 
-def _table(pa: Any, schema: pa.Schema, header: dict[str, Any], documents: list[Document],
-           vectors: dict[str, np.ndarray]) -> pa.Table:
+def shard_table(header: dict[str, Any], documents: list[Document], vectors: dict[str, np.ndarray]) -> pa.Table:
+    """A shard's rows: ``documents`` with their ``vectors`` ({instruction: matrix}), in the
+    schema of ``header``."""
+    pa, _ = _pyarrow()
     dim = header["model"]["dim"]
     columns = [pa.array([d.id for d in documents], pa.string()), pa.array([d.text for d in documents], pa.string()),
                pa.array([json.dumps(dict(d.metadata), ensure_ascii=False) for d in documents], pa.string())]
     columns += [pa.FixedSizeListArray.from_arrays(pa.array(vectors[spec["instruction"]].reshape(-1), pa.float32()), dim)
                 for spec in header["instructions"]]
-    return pa.Table.from_arrays(columns, schema=schema)
+    return pa.Table.from_arrays(columns, schema=shard_schema(header))
 
 
 # -- reading ------------------------------------------------------------------------------
@@ -312,12 +334,12 @@ def _chunk(path: Path, batch: pa.RecordBatch, columns: Mapping[str, str], dim: i
         texts, ids, metadatas = check_documents(batch.column("text").to_pylist(), batch.column("id").to_pylist(),
                                                 metadatas)
     except (TypeError, ValueError) as error:
-        raise _reworded(error, where) from None
+        raise reworded(error, where) from None
     vectors = {q: _matrix(where, batch.column(column), dim) for q, column in columns.items()}
     return ShardChunk([Document(i, t, m) for i, t, m in zip(ids, texts, metadatas)], vectors)
 
 
-def _reworded(error: TypeError | ValueError, where: str) -> TypeError | ValueError:
+def reworded(error: TypeError | ValueError, where: str) -> TypeError | ValueError:
     """``error``'s message prefixed with ``where``, as a plain ``TypeError`` or ``ValueError``."""
     return (TypeError if isinstance(error, TypeError) else ValueError)(f"{where}: {error}")
 
