@@ -134,3 +134,25 @@ def test_bad_indexed_fields_are_refused_before_anything_is_written(tmp_path, fie
     with pytest.raises(error):
         InstructionIndex.create(tmp_path / "idx", VectorOnlyModel(), indexed_fields=fields)
     assert not (tmp_path / "idx").exists()
+
+
+@pytest.mark.parametrize("damage", [
+    "DELETE FROM field_values WHERE field = 'mood' AND row = (SELECT min(row) FROM field_values WHERE field = 'mood')",
+    "INSERT INTO field_values VALUES ('mood', 's', 'furious', 1)",
+    "UPDATE field_values SET value = 'furious' WHERE field = 'mood' AND value = 'sad'",
+    "UPDATE field_values SET type = 's' WHERE field = 'meta.year'",
+], ids=["missing", "stray", "changed", "retyped"])
+def test_verify_finds_indexed_values_that_differ_from_the_documents(store, damage):
+    """A filter on an indexed field reads only ``field_values``: verify() compares it with
+    the metadata, both ways, and names the field."""
+    from inbedder_retrieval.errors import CorruptIndexError
+
+    store.index_field("mood")
+    store.index_field("meta.year", "number")
+    store.upsert(DOCS[:2], {"a": unit(np.random.default_rng(1).normal(size=(2, DIM)))})  # values of later writes too
+    assert store.verify()["documents"] == len(DOCS)
+    field = "meta.year" if "meta.year" in damage else "mood"
+    with store.transaction():
+        store._db.execute(damage)
+    with pytest.raises(CorruptIndexError, match=rf"field {field!r} \(table field_values\)"):
+        store.verify()

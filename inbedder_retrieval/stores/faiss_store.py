@@ -45,7 +45,8 @@ from ..atomic import atomic_write_bytes
 from ..errors import CorruptIndexError
 from ..validation import check_ids, check_k
 from .base import Document, Filter, Hit, VectorStore, check_field_kind
-from .filters import ALL_ROWS, FIELD_TABLES, INDEX_VALUES, LISTED_ROWS, check_field, to_sql
+from .filters import (ALL_ROWS, FIELD_TABLES, INDEX_VALUES, LISTED_ROWS, MISSING_FIELD_VALUES, STRAY_FIELD_VALUES,
+                      check_field, to_sql)
 
 logger = logging.getLogger(__name__)
 
@@ -646,8 +647,9 @@ class FaissStore(VectorStore):
         """Check the whole store; raise ``CorruptIndexError`` naming what is damaged.
 
         SQLite keeps no page checksums, so damage inside ``store.sqlite`` shows only in a
-        full check: ``PRAGMA integrity_check``, then every space's vector count against
-        the documents and its FAISS index. Reads every page: seconds per GB."""
+        full check: ``PRAGMA integrity_check``, the indexed fields' side table against the
+        documents' metadata, then every space's vector count against the documents and its
+        FAISS index. Reads every page: seconds per GB."""
         db_path = self.path / DB_FILE
         with self._lock:
             self._refresh()
@@ -655,6 +657,7 @@ class FaissStore(VectorStore):
                 problems = [row[0] for row in self._db.execute("PRAGMA integrity_check(20)")]
                 if problems != ["ok"]:
                     raise CorruptIndexError(f"{db_path} is damaged: {'; '.join(problems[:5])}")
+                self._check_field_values(db_path)
                 documents = len(self)
                 counts = {space: self._live_count(space) for space in self._space_dims()}
             except sqlite3.DatabaseError as error:
@@ -668,6 +671,19 @@ class FaissStore(VectorStore):
                                             f"live vectors, {db_path} {count}")
                 self._compare_vectors(space, index)
         return {"documents": documents, "spaces": counts}
+
+    def _check_field_values(self, db_path: Path) -> None:
+        """Every indexed field's rows in ``field_values`` are exactly what the documents'
+        metadata give (a filter on an indexed field reads only the side table)."""
+        for field in self._field_kinds():
+            params = (field, "$." + field)
+            stray = self._db.execute(STRAY_FIELD_VALUES + " LIMIT 3", params).fetchall()
+            missing = self._db.execute(MISSING_FIELD_VALUES + " LIMIT 3", params).fetchall()
+            if stray or missing:
+                raise CorruptIndexError(
+                    f"{db_path}: the indexed values of field {field!r} (table field_values) do not match the "
+                    f"documents' metadata (stray {[row[2:] for row in stray]}, missing {[row[2:] for row in missing]} "
+                    "as (value, row)); filters on it would give wrong results: restore a backup")
 
     def _compare_vectors(self, space: str, index: Any) -> None:
         """Every stored vector equals its FAISS copy (index types that keep vectors exactly)."""

@@ -191,12 +191,18 @@ LISTED_ROWS = "SELECT value FROM json_each(?3)"
 #: Fills ``field_values`` for field ``?1`` (JSON path ``?2``) from the documents whose row is
 #: in ``{rows}`` (a subquery): the same json_each walk as ``_ITEMS``, so indexed and scanned
 #: filters agree by construction.
-INDEX_VALUES = """
-INSERT OR IGNORE INTO field_values (field, type, value, row)
+FIELD_VALUE_ROWS = """
 SELECT ?1, CASE j.type WHEN 'text' THEN 's' WHEN 'true' THEN 'b' WHEN 'false' THEN 'b' ELSE 'n' END, j.value, d.row
 FROM documents d, json_each(d.metadata, ?2) j
 WHERE d.row IN ({rows}) AND typeof(j.key) != 'text' AND j.type IN ('text', 'integer', 'real', 'true', 'false')
 """
+INDEX_VALUES = "INSERT OR IGNORE INTO field_values (field, type, value, row)" + FIELD_VALUE_ROWS
+#: Rows of ``field_values`` for field ``?1`` (path ``?2``) that the documents do not give, then
+#: rows the documents give that ``field_values`` lacks: both empty in a sound store.
+STRAY_FIELD_VALUES = ("SELECT field, type, value, row FROM field_values WHERE field = ?1 EXCEPT"
+                      + FIELD_VALUE_ROWS.format(rows=ALL_ROWS))
+MISSING_FIELD_VALUES = (FIELD_VALUE_ROWS.format(rows=ALL_ROWS)
+                        + "EXCEPT SELECT field, type, value, row FROM field_values WHERE field = ?1")
 
 
 @dataclass(frozen=True)
