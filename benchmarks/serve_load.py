@@ -6,7 +6,7 @@ bounded number of one-text ``/v1/embeddings`` requests (shipped support messages
 instruction), alternating between the servers. Prints throughput, p50/p99 latency, errors and the server's peak RSS
 (``VmHWM``), and the batching speed-up per N.
 
-    nice -n 10 .venv/bin/python benchmarks/serve_load.py [--model NAME] [--clients 1 4 16 64]
+    nice -n 10 .venv/bin/python benchmarks/serve_load.py [--model NAME] [--dtype bfloat16] [--clients 1 4 16 64]
         [--requests-per-client 2] [--min-requests 16] [--max-requests 64]
 """
 
@@ -55,11 +55,12 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_server(model: str | None, batching: bool) -> tuple[subprocess.Popen, str]:
+def start_server(model: str | None, batching: bool, dtype: str | None = None) -> tuple[subprocess.Popen, str]:
     port = free_port()
     command = [sys.executable, "-c", "import sys; from inbedder_retrieval.cli import main; sys.exit(main())",
                "serve", "--port", str(port), "--log-level", "warning"]
     command += ["--model", model] if model else []
+    command += ["--dtype", dtype] if dtype else []
     command += [] if batching else ["--no-batching"]
     process = subprocess.Popen(command, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     base = f"http://127.0.0.1:{port}"
@@ -145,13 +146,14 @@ def measure(servers: dict[str, tuple[subprocess.Popen, str]], client_counts: lis
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="model to serve (default: the shipped one)")
+    parser.add_argument("--dtype", default=None, help="both servers' dtype (default: the server's, fp32 on a CPU)")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16, 64])
     parser.add_argument("--requests-per-client", type=int, default=2)
     parser.add_argument("--min-requests", type=int, default=16)
     parser.add_argument("--max-requests", type=int, default=64)
     args = parser.parse_args()
     messages = [record["text"] for record in load_sample("support_messages")]
-    servers = {"on": start_server(args.model, True), "off": start_server(args.model, False)}
+    servers = {"on": start_server(args.model, True, args.dtype), "off": start_server(args.model, False, args.dtype)}
     try:
         rows = measure(servers, args.clients, args.requests_per_client, args.min_requests, args.max_requests, messages)
     finally:
