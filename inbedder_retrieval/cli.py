@@ -392,7 +392,8 @@ def cmd_train_data_build(args: argparse.Namespace) -> int:
     from .training import write_records
     from .training_data import build_records
 
-    records = build_records(seed=args.seed, per_question=args.wordings_per_question, free_form=not args.no_free_form)
+    records = build_records(seed=args.seed, per_question=args.wordings_per_question, free_form=not args.no_free_form,
+                            list_options=args.list_options)
     write_records(records, args.output)
     generated = sum(1 for record in records if record.qtype)
     print(f"Wrote {len(records)} records ({generated} from labelled texts, {len(records) - generated} free-form) "
@@ -706,6 +707,9 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--wordings-per-question", type=int, default=3,
                        help="records per (text, aspect), each in another wording (default 3)")
     build.add_argument("--no-free-form", action="store_true", help="leave out the free-form records of data/train")
+    build.add_argument("--list-options", type=int, default=0, metavar="N",
+                       help="also N records per (text, aspect) whose question lists 3-4 candidate answers "
+                            "(default 0: the v2 records as they were)")
     build.set_defaults(handler=cmd_train_data_build)
 
     distill = commands.add_parser("distill", help="make training records from your corpus with a teacher model",

@@ -13,6 +13,9 @@ frequent with feeling questions than with topic ones).
 ``build_records`` pairs them deterministically: every (text, aspect) is asked in
 ``per_question`` wordings, each a record whose ``instructions`` holds every wording of the
 type for wording augmentation, mixed with the free-form records of ``data/train``.
+``list_options`` adds questions that list candidate answers ("Which continent is this
+email about: Asia, Europe or Africa?"), the kind of wording the default answered worst
+(issue 16): off by default, so a seed's records stay what they were.
 """
 
 from __future__ import annotations
@@ -32,6 +35,17 @@ from .training import QARecord, load_records
 WORDINGS_FILE = "wordings.json"
 SLOT = re.compile(r"\{(\w+)\}")
 MIN_WORDINGS = 15
+#: Questions that list the candidate answers, beside "<a wording of the type>: <options>?";
+#: ``{options}`` is filled with 3-4 answers ("A, B or C"), the right one among them.
+OPTION_WORDINGS = (
+    "Pick one for this {piece}: {options}.",
+    "{options}: which one fits this {piece}?",
+    "Which of these applies to the {writer}'s {piece}: {options}?",
+    "Answer with one of {options}.",
+)
+#: Wordings in an option-listing record's augmentation pool (each is checked against the
+#: held-out evaluation wordings, which makes a larger pool slow to build).
+OPTION_POOL = 4
 
 
 @dataclass(frozen=True)
@@ -138,6 +152,7 @@ def build_records(
     per_question: int = 3,
     exclude: Callable[[str], bool] | None = None,
     free_form: bool = True,
+    list_options: int = 0,
 ) -> list[QARecord]:
     """The v2 records, deterministic for a ``seed``: each (text, aspect) asked in
     ``per_question`` x the type's weight different wordings (slots filled with the domain's
@@ -146,7 +161,10 @@ def build_records(
     Wordings that nearly copy a held-out evaluation wording (``evaluation.unseen``) are
     always dropped, generated or free-form, so the unseen-wording evaluation stays unseen;
     ``exclude`` drops more (every wording for which it returns True). Both are asked once
-    per distinct wording."""
+    per distinct wording. ``list_options`` > 0 adds that many records per (text, aspect)
+    whose question lists 3-4 candidate answers, the right one among them (other answers
+    of the type's closed set, or of the same aspect in the same domain); drawn from their
+    own random stream, so the other records are the same with or without them."""
     from .evaluation.unseen import near_held_out
 
     if per_question < 1:
@@ -161,14 +179,48 @@ def build_records(
     _check_slots(types, slots)
     rng = random.Random(seed)
     records = []
-    for text in load_texts(folder):
+    texts = load_texts(folder)
+    for text in texts:
         for aspect, answer in text.labels.items():
             filled = dict.fromkeys(fill(wording, slots[text.domain], rng) for wording in types[aspect].wordings)
             pool = tuple(wording for wording in filled if keep(wording))
             for wording in rng.sample(pool, min(per_question * types[aspect].weight, len(pool))):
                 records.append(QARecord(text.text, wording, answer, pool, aspect))
+    if list_options:
+        records += _option_records(texts, types, slots, list_options, random.Random(f"options:{seed}"), keep)
     if free_form:
         shipped = Path(str(resources.files("inbedder_retrieval.data").joinpath("train")))
         records += [record for record in load_records(shipped) if keep(record.instruction)]
     rng.shuffle(records)
+    return records
+
+
+def _option_records(texts: list[LabelledText], types: Mapping[str, QuestionType],
+                    slots: Mapping[str, Mapping[str, tuple[str, ...]]], count: int, rng: random.Random,
+                    keep: Callable[[str], bool]) -> list[QARecord]:
+    """``count`` records per (text, aspect) whose question lists candidate answers; each
+    record's augmentation pool is its question in every wording, with the same options."""
+    seen_answers: dict[tuple[str, str], set[str]] = {}
+    for text in texts:
+        for aspect, answer in text.labels.items():
+            seen_answers.setdefault((text.domain, aspect), set()).add(answer)
+    # a type's own wordings with the options appended (not those that already list answers), and the generic ones
+    templates = {name: [w.rstrip("?.") + ": {options}?" for w in kind.wordings if " or " not in w] + list(OPTION_WORDINGS)
+                 for name, kind in types.items()}
+    records = []
+    for text in texts:
+        for aspect, answer in text.labels.items():
+            kind = types[aspect]
+            others = sorted({a for a in (kind.answers or seen_answers[text.domain, aspect]) if a.lower() != answer.lower()})
+            if len(others) < 2:
+                continue
+            for _ in range(count):
+                options = rng.sample(others, rng.choice((2, 3)) if len(others) >= 3 else 2) + [answer]
+                rng.shuffle(options)
+                listed = ", ".join(options[:-1]) + " or " + options[-1]
+                asked = rng.sample(templates[aspect], min(OPTION_POOL, len(templates[aspect])))
+                pool = tuple(dict.fromkeys(w for w in (fill(wording.replace("{options}", listed), slots[text.domain], rng)
+                                                       for wording in asked) if keep(w)))
+                if pool:
+                    records.append(QARecord(text.text, rng.choice(pool), answer, pool, aspect))
     return records

@@ -145,3 +145,26 @@ def test_request_is_asked_on_support_helpdesk_and_app_texts_from_its_closed_set(
         assert sum(labels.values()) == 50, domain  # every text of the domain is labelled
         assert max(labels.values()) / sum(labels.values()) <= 0.4, (domain, labels.most_common(2))
         assert sum(per_domain[domain].values()) == 3 * 50, domain  # no request wording dropped below 3
+
+
+def test_option_listing_records_are_extra_and_list_the_right_answer(records):
+    """``list_options``: questions that list 3-4 candidate answers, the right one among them;
+    the records without them are unchanged, and no wording is near a held-out one."""
+    from inbedder_retrieval.cli import build_parser
+    from inbedder_retrieval.evaluation.unseen import near_held_out
+
+    with_options = build_records(list_options=1)
+    extra = Counter(with_options) - Counter(records)
+    assert sum(extra.values()) == len(with_options) - len(records) >= 3_000
+    assert not Counter(records) - Counter(with_options)  # every v2 record is still there
+    types = load_question_types()
+    for record in extra:
+        assert record.qtype and record.instruction in record.instructions and len(record.instructions) <= 4
+        for wording in record.instructions:
+            # the answer stands as one option of an "A, B or C" list
+            assert " or " in wording and re.search(rf"(^|, | or |: | of ){re.escape(record.output)}(, | or |\?|\.|:)",
+                                                   wording), (wording, record.output)
+            assert near_held_out(wording) is None
+        if types[record.qtype].coarse:
+            assert record.output in types[record.qtype].answers
+    assert build_parser().parse_args(["train-data", "build", "-o", "x.jsonl", "--list-options", "2"]).list_options == 2
