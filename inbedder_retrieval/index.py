@@ -32,7 +32,7 @@ from .atomic import atomic_write_bytes
 from .cache import EmbeddingCache, encode_cached, encode_many_cached
 from .embedder import InBedder
 from .errors import CorruptIndexError, IncompatibleIndexError, IndexLockedError, UnknownInstructionError
-from .manifest import FORMAT_VERSION, MANIFEST, read_manifest
+from .manifest import FORMAT_VERSION, MANIFEST, dtype_hint, read_manifest
 from .models import REGISTRY, entry_with_fingerprint
 from .progress import show_progress
 from .shards import ShardChunk, iter_shard, shard_columns, shard_paths, shard_summary
@@ -66,14 +66,24 @@ def _entry_for(recorded: Mapping[str, Any]) -> str:
 
 
 def model_record(model: InBedder) -> dict[str, Any]:
-    """What an index (and an embedding shard) records of the model that made its vectors."""
+    """What an index (and an embedding shard) records of the model that made its vectors;
+    ``dtype`` (the weights' dtype, part of the fingerprint) lets an index opened without a
+    model load it in the dtype it was built with, on any device (indexes made before it
+    was recorded open in the device's default dtype)."""
     return {
         "name": model.name,
         "fingerprint": model.fingerprint,
         "pooling": model.pooling,
         "layer": model.description.layer,
         "dim": model.dim,
+        "dtype": weights_dtype(model),
     }
+
+
+def weights_dtype(model: InBedder) -> str:
+    """``"float32"``, ``"bfloat16"`` ...: the dtype of the model's weights."""
+    return str(model.backend.model.dtype).removeprefix("torch.")
+
 
 
 def document_vectors(model: InBedder, texts: Sequence[str], instructions: Sequence[str],
@@ -205,7 +215,8 @@ class InstructionIndex:
         manifest = read_manifest(path)
         recorded = manifest["model"]
         if model is None:
-            model = InBedder.from_pretrained(_entry_for(recorded), pooling=recorded["pooling"], layer=recorded["layer"])
+            model = InBedder.from_pretrained(_entry_for(recorded), pooling=recorded["pooling"], layer=recorded["layer"],
+                                             dtype=recorded.get("dtype"))
         if model.dim != recorded["dim"]:
             raise IncompatibleIndexError(
                 f"{path} was built with {recorded['name']!r} (dimension {recorded['dim']}); "
@@ -215,6 +226,7 @@ class InstructionIndex:
             entry = entry_with_fingerprint(recorded["fingerprint"])
             hint = (f"; the registry entry {entry!r} gives its vectors: open it with "
                     f"model=InBedder.from_pretrained({entry!r}), or with no model") if entry else ""
+            hint += dtype_hint(recorded, model_record(model))
             raise IncompatibleIndexError(
                 f"{path} was built with {recorded['name']!r} (pooling {recorded['pooling']!r}, fingerprint "
                 f"{recorded['fingerprint']}); the given model {model.name!r} (pooling {model.pooling!r}, "

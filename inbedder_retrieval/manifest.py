@@ -4,6 +4,7 @@ model stack, so the command line can check arguments before anything heavy loads
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,3 +30,13 @@ def read_manifest(path: Path) -> dict[str, Any]:
     if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
         raise CorruptIndexError(f"{file} is not an index manifest of format version {FORMAT_VERSION}")
     return manifest
+
+
+def dtype_hint(recorded: Mapping[str, Any], other: Mapping[str, Any]) -> str:
+    """For a fingerprint mismatch between two model records (an index's and a model's or a
+    shard's) that their dtypes explain: a hint naming both, else ``""``. Records made
+    before the dtype was recorded give no hint."""
+    built, given = recorded.get("dtype"), other.get("dtype")
+    if built and given and built != given:
+        return f"; the index's vectors were made in {built}, these in {given}: use dtype={built!r}"
+    return ""

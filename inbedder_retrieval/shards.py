@@ -3,7 +3,7 @@
 A shard has the columns ``id`` (string), ``text`` (string), ``metadata`` (a JSON object as a
 string; null means ``{}``) and one ``fixed_size_list<float32>[dim]`` column per instruction.
 Its Parquet schema metadata holds, under the key ``inbedder``, a JSON header: the format and
-its version, the model (name, fingerprint, pooling, layer, dimension, as an index's manifest
+its version, the model (name, fingerprint, pooling, layer, dimension, dtype, as an index's manifest
 records it), ``normalized`` (the vectors are unit length, as an index stores them) and the
 instructions with the column of each.
 
@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from .atomic import atomic_file
 from .errors import CorruptIndexError, IncompatibleIndexError
+from .manifest import dtype_hint
 from .io import record_metadata
 from .progress import PROGRESS_BAR_MIN_TEXTS, show_progress
 from .stores.base import Document
@@ -297,7 +298,8 @@ def shard_columns(path: Path, header: Mapping[str, Any], manifest: Mapping[str, 
         raise IncompatibleIndexError(
             f"{path} was embedded with {model.get('name')!r} (pooling {model.get('pooling')!r}, fingerprint "
             f"{model['fingerprint']}); the index {where} was built with {recorded['name']!r} (pooling "
-            f"{recorded['pooling']!r}, fingerprint {recorded['fingerprint']}): the vectors would not be comparable")
+            f"{recorded['pooling']!r}, fingerprint {recorded['fingerprint']}): the vectors would not be comparable"
+            + dtype_hint(recorded, model))
     if not header["normalized"]:
         raise IncompatibleIndexError(f"{path} holds vectors that are not unit length; an index stores unit vectors")
     columns = {spec["instruction"]: spec["column"] for spec in header["instructions"]}

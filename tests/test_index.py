@@ -264,3 +264,34 @@ def test_qdrant_api_key_is_not_written(tmp_path, model):
                                  store_options={"location": ":memory:", "api_key": "secret-key"}) as index:
         assert index.info()["store_options"] == {"location": ":memory:"}
     assert "secret-key" not in (tmp_path / "idx" / "index.json").read_text()
+
+
+def test_an_index_records_its_dtype_and_opens_in_it(tmp_path, tiny_model_dir, model):
+    """The dtype is part of the fingerprint: an index made in bfloat16 (say on a GPU) opens
+    without a model in bfloat16 on any device, an fp32 model is refused with a hint naming
+    both dtypes, and so are fp32 shards; a manifest from before the dtype was recorded opens
+    in the device's default dtype."""
+    import json
+
+    from inbedder_retrieval.shards import write_embedding_shards
+
+    folder = tiny_model_dir("llama")
+    half = InBedder.from_pretrained(folder, device="cpu", dtype="bfloat16")
+    with InstructionIndex.create(tmp_path / "bf16", half, instructions=[Q1]) as index:
+        index.add(TEXTS[:4], ids=IDS[:4])
+    assert json.loads((tmp_path / "bf16" / "index.json").read_text())["model"]["dtype"] == "bfloat16"
+    with InstructionIndex.open(tmp_path / "bf16") as index:
+        assert index.model.fingerprint == half.fingerprint and index.search(TEXTS[2], Q1, k=1)[0].id == IDS[2]
+    with pytest.raises(IncompatibleIndexError, match="made in bfloat16, these in float32: use dtype='bfloat16'"):
+        InstructionIndex.open(tmp_path / "bf16", model)
+    write_embedding_shards(model, [{"id": "x", "text": TEXTS[5]}], [Q1], tmp_path / "shards")
+    with InstructionIndex.open(tmp_path / "bf16") as index, pytest.raises(
+            IncompatibleIndexError, match="made in bfloat16, these in float32"):
+        index.import_embeddings([tmp_path / "shards"])
+    with InstructionIndex.create(tmp_path / "old", model, instructions=[Q1]) as index:
+        index.add(TEXTS[:2], ids=IDS[:2])
+    manifest = json.loads((tmp_path / "old" / "index.json").read_text())
+    del manifest["model"]["dtype"]
+    (tmp_path / "old" / "index.json").write_text(json.dumps(manifest))
+    with InstructionIndex.open(tmp_path / "old") as index:
+        assert index.model.fingerprint == model.fingerprint

@@ -88,7 +88,7 @@ def test_shard_layout_and_header(model, shards):
     header = read_shard_header(paths[0])
     assert header["format_version"] == 1 and header["normalized"] is True
     assert header["model"] == {"name": model.name, "fingerprint": model.fingerprint, "pooling": model.pooling,
-                               "layer": model.description.layer, "dim": model.dim}
+                               "layer": model.description.layer, "dim": model.dim, "dtype": "float32"}
     assert [spec["instruction"] for spec in header["instructions"]] == [Q1, Q2]
     schema = pq.read_schema(paths[0])
     assert schema.field("id").type == schema.field("text").type == schema.field("metadata").type == pa.string()
