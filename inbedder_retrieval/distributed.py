@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import IncompatibleIndexError
-from .io import record_metadata
+from .io import expand_sources, record_metadata
 from .shards import (
     HEADER_KEY,
     distinct_instructions,
@@ -33,7 +33,7 @@ from .shards import (
     write_shard,
 )
 from .stores.base import Document
-from .validation import check_documents, check_positive_int, check_sequence
+from .validation import check_documents, check_positive_int
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -208,17 +208,9 @@ def write_dataset_shards(embedded: ray.data.Dataset, out_dir: str | Path, *,
 def input_files(sources: Iterable[str | Path]) -> list[Path]:
     """The input files named by ``sources``: files, and the files of folders (sorted by name,
     hidden ones left out); all ``.jsonl``, all ``.parquet`` or all ``.csv``."""
-    files: list[Path] = []
-    for source in map(Path, check_sequence(sources, "sources", "files or folders")):
-        if source.is_dir():
-            found = sorted(path for path in source.iterdir() if path.is_file() and not path.name.startswith("."))
-            if not found:
-                raise FileNotFoundError(f"{source} holds no input file")
-            files += found
-        elif source.is_file():
-            files.append(source)
-        else:
-            raise FileNotFoundError(f"No such input file or folder: {source}")
+    files = expand_sources(sources, lambda folder: (path for path in folder.iterdir()
+                                                    if path.is_file() and not path.name.startswith(".")),
+                           kind="input", content="input file")
     if not files:
         raise ValueError("sources: no input file or folder given")
     suffixes = sorted({path.suffix.lower() for path in files})

@@ -12,11 +12,31 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from os import PathLike
 from pathlib import Path
 from typing import Any
 
-from .validation import check_metadata, check_unicode
+from .validation import check_metadata, check_sequence, check_unicode
+
+
+def expand_sources(sources: Iterable[str | PathLike[str]], in_folder: Callable[[Path], Iterable[Path]], *,
+                   kind: str, content: str) -> list[Path]:
+    """The files named by ``sources``: a file itself, a folder its ``in_folder(folder)``
+    files (sorted); each file once. Errors call the sources "{kind} files or folders" and
+    say a folder "holds no {content}"."""
+    files: list[Path] = []
+    for source in map(Path, check_sequence(sources, "sources", f"{kind} files or folders")):
+        if source.is_dir():
+            inside = sorted(in_folder(source))
+            if not inside:
+                raise FileNotFoundError(f"{source} holds no {content}")
+            files += inside
+        elif source.is_file():
+            files.append(source)
+        else:
+            raise FileNotFoundError(f"No such {kind} file or folder: {source}")
+    return list(dict.fromkeys(files))
 
 
 def parse_json(text: str, what: str) -> Any:

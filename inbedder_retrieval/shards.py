@@ -30,10 +30,10 @@ from tqdm.auto import tqdm
 from .atomic import atomic_file
 from .errors import CorruptIndexError, IncompatibleIndexError
 from .manifest import dtype_hint
-from .io import record_metadata
+from .io import expand_sources, record_metadata
 from .progress import PROGRESS_BAR_MIN_TEXTS, show_progress
 from .stores.base import Document
-from .validation import check_documents, check_instructions, check_positive_int, check_sequence
+from .validation import check_documents, check_instructions, check_positive_int
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -208,18 +208,7 @@ def shard_table(header: dict[str, Any], documents: list[Document], vectors: dict
 def shard_paths(sources: Iterable[str | os.PathLike[str]]) -> list[Path]:
     """The shard files named by ``sources``: files, and the ``*.parquet`` files of folders
     (sorted); each file once."""
-    files: list[Path] = []
-    for source in map(Path, check_sequence(sources, "sources", "shard files or folders")):
-        if source.is_dir():
-            found = sorted(source.glob(SHARD_GLOB))
-            if not found:
-                raise FileNotFoundError(f"{source} holds no .parquet shard")
-            files += found
-        elif source.is_file():
-            files.append(source)
-        else:
-            raise FileNotFoundError(f"No such shard file or folder: {source}")
-    return list(dict.fromkeys(files))
+    return expand_sources(sources, lambda folder: folder.glob(SHARD_GLOB), kind="shard", content=".parquet shard")
 
 
 def _parquet_file(path: Path) -> pq.ParquetFile:
