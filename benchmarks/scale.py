@@ -242,7 +242,7 @@ def measure(name: str, n: int, folder: Path, truths: dict[str, np.ndarray]) -> d
 
 def table(rows: list[dict[str, Any]]) -> str:
     head = ("| backend | N | import s | vectors/s per instruction | disk MiB (SQLite) | peak RSS MiB | open s | "
-            "p50 ms | p99 ms | recall@10 | 1% p50 / p99 ms | 50% p50 / p99 ms | killed at | recovery: open + "
+            "p50 ms | p99 ms | recall@10 | 1% p50 / p99 ms (recall) | 50% p50 / p99 ms (recall) | killed at | recovery: open + "
             "resume s (rows before / imported / skipped) | load average |")
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
     for r in rows:
@@ -251,8 +251,8 @@ def table(rows: list[dict[str, Any]]) -> str:
         lines.append(
             f"| {r['backend']} | {r['n']:,} | {r['import_s']:.1f} | {r['vectors_per_s_per_instruction']:,.0f} | "
             f"{r['disk_mib']:,.0f}{sqlite} | {r['peak_rss_mib']:,.0f} | {r['open_s']:.2f} | {r['plain']['p50_ms']:.2f} | "
-            f"{r['plain']['p99_ms']:.2f} | {r['plain']['recall_at_10']:.3f} | {rare['p50_ms']:.2f} / {rare['p99_ms']:.2f}"
-            f" | {half['p50_ms']:.2f} / {half['p99_ms']:.2f} | {r['import_s'] / 2:.0f} s | {rec['open_s']:.2f} + "
+            f"{r['plain']['p99_ms']:.2f} | {r['plain']['recall_at_10']:.3f} | {rare['p50_ms']:.2f} / {rare['p99_ms']:.2f} "
+            f"({rare['recall_at_10']:.3f}) | {half['p50_ms']:.2f} / {half['p99_ms']:.2f} ({half['recall_at_10']:.3f}) | {r['import_s'] / 2:.0f} s | {rec['open_s']:.2f} + "
             f"{rec['import_s']:.1f} ({rec['count_before']:,} / {rec['imported']:,} / {rec['skipped']:,}) | {r['load']} |")
     return "\n".join(lines) + f"\n\nraw vectors: {rows[0]['n'] * DIM * 4 / 2**20:,.0f} MiB per instruction"
 
