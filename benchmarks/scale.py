@@ -55,7 +55,7 @@ BACKENDS = {
 class VectorsOnly:
     """A stand-in model with a model record and no weights: ``encode`` raises."""
 
-    name, fingerprint, pooling, dim = "synthetic-576", "synthetic-576-v1", "none", DIM
+    name, fingerprint, pooling, dim, dtype = "synthetic-576", "synthetic-576-v1", "none", DIM, "float32"
     description = SimpleNamespace(layer=None)
 
     def check_instruction(self, instruction: str) -> str:

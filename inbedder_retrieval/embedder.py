@@ -210,6 +210,11 @@ class InBedder:
         return self.description.pooling
 
     @property
+    def dtype(self) -> str:
+        """The weights' dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"`` (part of the fingerprint)."""
+        return str(self.backend.model.dtype).removeprefix("torch.")
+
+    @property
     def name(self) -> str:
         return self.description.name
 

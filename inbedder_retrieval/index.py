@@ -76,13 +76,8 @@ def model_record(model: InBedder) -> dict[str, Any]:
         "pooling": model.pooling,
         "layer": model.description.layer,
         "dim": model.dim,
-        "dtype": weights_dtype(model),
+        "dtype": model.dtype,
     }
-
-
-def weights_dtype(model: InBedder) -> str:
-    """``"float32"``, ``"bfloat16"`` ...: the dtype of the model's weights."""
-    return str(model.backend.model.dtype).removeprefix("torch.")
 
 
 

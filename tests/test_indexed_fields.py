@@ -105,7 +105,7 @@ def test_side_table_keeps_types_apart(store):
 class VectorOnlyModel:
     """Stands in for an InBedder where no text is embedded (vectors are given)."""
 
-    name, pooling, dim, fingerprint = "test-vectors", "fst_gen", DIM, "test"
+    name, pooling, dim, fingerprint, dtype = "test-vectors", "fst_gen", DIM, "test", "float32"
 
     class description:  # noqa: N801 - mimics InBedder.description
         layer = -1
