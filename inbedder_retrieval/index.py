@@ -80,7 +80,6 @@ def model_record(model: InBedder) -> dict[str, Any]:
     }
 
 
-
 def document_vectors(model: InBedder, texts: Sequence[str], instructions: Sequence[str],
                      cache: EmbeddingCache | None = None, *, batch_size: int = 64) -> dict[str, np.ndarray]:
     """The vectors an index stores for ``texts`` under each instruction (unit length, float32):
@@ -221,7 +220,7 @@ class InstructionIndex:
             entry = entry_with_fingerprint(recorded["fingerprint"])
             hint = (f"; the registry entry {entry!r} gives its vectors: open it with "
                     f"model=InBedder.from_pretrained({entry!r}), or with no model") if entry else ""
-            hint += dtype_hint(recorded, model_record(model))
+            hint += dtype_hint(recorded, {"dtype": model.dtype})
             raise IncompatibleIndexError(
                 f"{path} was built with {recorded['name']!r} (pooling {recorded['pooling']!r}, fingerprint "
                 f"{recorded['fingerprint']}); the given model {model.name!r} (pooling {model.pooling!r}, "

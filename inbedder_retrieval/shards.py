@@ -29,8 +29,8 @@ from tqdm.auto import tqdm
 
 from .atomic import atomic_file
 from .errors import CorruptIndexError, IncompatibleIndexError
-from .manifest import dtype_hint
 from .io import expand_sources, record_metadata
+from .manifest import dtype_hint
 from .progress import PROGRESS_BAR_MIN_TEXTS, show_progress
 from .stores.base import Document
 from .validation import check_documents, check_instructions, check_positive_int

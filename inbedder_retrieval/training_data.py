@@ -169,6 +169,8 @@ def build_records(
 
     if per_question < 1:
         raise ValueError(f"per_question must be >= 1, got {per_question}")
+    if list_options < 0:
+        raise ValueError(f"list_options must be >= 0, got {list_options}")
 
     @functools.cache
     def keep(wording: str) -> bool:

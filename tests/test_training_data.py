@@ -168,3 +168,5 @@ def test_option_listing_records_are_extra_and_list_the_right_answer(records):
         if types[record.qtype].coarse:
             assert record.output in types[record.qtype].answers
     assert build_parser().parse_args(["train-data", "build", "-o", "x.jsonl", "--list-options", "2"]).list_options == 2
+    with pytest.raises(ValueError, match="list_options must be >= 0, got -1"):
+        build_records(list_options=-1)
