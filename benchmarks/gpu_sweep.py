@@ -81,10 +81,13 @@ def _wait(processes: dict[str, subprocess.Popen], deadline: float) -> dict[str, 
     return codes
 
 
-def build_data(work: Path) -> Path:
-    data = work / "v2.jsonl"
+def build_data(work: Path, options: dict | None = None) -> Path:
+    """``inbedder train-data build`` with a run's ``data`` options ({"list_options": 1}), once per variant."""
+    options = options or {}
+    data = work / ("v2" + "".join(f"-{key}{value}" for key, value in sorted(options.items())) + ".jsonl")
     if not data.exists():
-        subprocess.run(_cli("train-data", "build", "-o", str(data)), check=True, cwd=ROOT)
+        flags = [item for key, value in sorted(options.items()) for item in ("--" + key.replace("_", "-"), str(value))]
+        subprocess.run(_cli("train-data", "build", "-o", str(data), *flags), check=True, cwd=ROOT)
     return data
 
 
@@ -143,14 +146,16 @@ def sweep(args: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     plan = json.loads(Path(args.plan).read_text())
-    data = build_data(work)
-    records = sum(1 for _ in data.open())
+    datasets = {run["name"]: build_data(work, run.get("data")) for run in plan["runs"]}
+    records = max(sum(1 for _ in data.open()) for data in datasets.values())
     scale = _epoch_scale(plan, Path(args.calibration) if args.calibration else None, args.train_budget, records)
-    print(f"{records} records; epoch scale {scale:.3f}", flush=True)
+    print(f"at most {records} records; epoch scale {scale:.3f}", flush=True)
     processes, meta = {}, {}
     for run in plan["runs"]:
         epochs = round(run["epochs"] * scale, 3)
-        meta[run["name"]] = {"planned_epochs": run["epochs"], "epochs": epochs, "args": run["args"]}
+        data = datasets[run["name"]]
+        meta[run["name"]] = {"planned_epochs": run["epochs"], "epochs": epochs, "args": run["args"],
+                             "data": run.get("data", {}), "records": sum(1 for _ in data.open())}
         cmd = _cli(*_train_args(run, data, work / run["name"], epochs, args.device), "--base", args.base,
                    *(["--max-steps", str(args.max_steps)] if args.max_steps else []))
         processes[run["name"]] = _start(cmd, work / f"train-{run['name']}.log")

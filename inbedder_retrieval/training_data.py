@@ -42,6 +42,9 @@ OPTION_WORDINGS = (
     "{options}: which one fits this {piece}?",
     "Which of these applies to the {writer}'s {piece}: {options}?",
     "Answer with one of {options}.",
+    "Is this {piece} about {options}?",
+    "Is the {writer} writing about {options}?",
+    "Does this {piece} concern {options}?",
 )
 #: Wordings in an option-listing record's augmentation pool (each is checked against the
 #: held-out evaluation wordings, which makes a larger pool slow to build).
