@@ -116,6 +116,8 @@ def check_pooling(family: str, pooling: str) -> None:
 DEFAULT_MODEL = "smollm2-135m-inbedder"
 #: The first shipped default (LoRA r8 on the 3,200 free-form records), kept so its indexes open.
 DEFAULT_MODEL_V1 = "smollm2-135m-inbedder-v1"
+#: The default of 2026-12-04 (LoRA r16 on training data v2 before the routing questions).
+DEFAULT_MODEL_V2 = "smollm2-135m-inbedder-v2"
 ZERO_SHOT_MODEL = "smollm2-135m-instruct"
 
 SHORT_ANSWER_SYSTEM_PROMPT = (
@@ -143,11 +145,11 @@ _MODELS = (
         params_millions=134.5,
         license="Apache-2.0",
         description=(
-            "SmolLM2-135M-Instruct fine-tuned as an InBedder (LoRA r16, training data v2: 14,450 "
-            "records, wording augmentation, contrastive term 0.3; adapter shipped in the package; "
-            "offline default)"
+            "SmolLM2-135M-Instruct fine-tuned as an InBedder (LoRA r16, training data v2 with "
+            "routing questions: 17,840 records, wording augmentation, contrastive term 0.3; adapter "
+            "shipped in the package; offline default)"
         ),
-        fingerprint="ecb4bc6c5118175f",
+        fingerprint="a5e405c67e628c38",
     ),
     ModelDescription(
         name=ZERO_SHOT_MODEL,
@@ -164,6 +166,22 @@ _MODELS = (
             "short-answer system prompt and 4 few-shot answers, one forward pass"
         ),
         fingerprint="7cd6a129fbc28355",
+    ),
+    ModelDescription(
+        name=DEFAULT_MODEL_V2,
+        family="causal",
+        source="package:inbedder_retrieval/adapters/smollm2-135m-inbedder-v2",
+        base_model=ZERO_SHOT_MODEL,
+        pooling="fst_gen",
+        dim=576,
+        max_new_tokens=8,
+        params_millions=134.5,
+        license="Apache-2.0",
+        description=(
+            "the default of 2026-12-04: SmolLM2-135M-Instruct fine-tuned as an InBedder (LoRA r16, "
+            "training data v2: 14,450 records, contrastive term 0.3); opens indexes built with it"
+        ),
+        fingerprint="ecb4bc6c5118175f",
     ),
     ModelDescription(
         name=DEFAULT_MODEL_V1,

@@ -49,7 +49,7 @@ def test_query_and_document_instructions(tiny_model_dir):
 
 
 def test_unknown_model_name_lists_known_ones():
-    with pytest.raises(KeyError, match="Known models: smollm2-135m-inbedder, smollm2-135m-instruct, smollm2-135m-inbedder-v1, BrandonZYW/llama-2-7b-InBedder"):
+    with pytest.raises(KeyError, match="Known models: smollm2-135m-inbedder, smollm2-135m-instruct, smollm2-135m-inbedder-v2, smollm2-135m-inbedder-v1, BrandonZYW/llama-2-7b-InBedder"):
         InBedder.from_pretrained("no-such-model")
     with pytest.raises(KeyError, match="roberta-large-InBedder"):
         get_model("nope")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from inbedder_retrieval import DEFAULT_MODEL, InBedder, get_model
-from inbedder_retrieval.models import DEFAULT_MODEL_V1, ZERO_SHOT_MODEL
+from inbedder_retrieval.models import DEFAULT_MODEL_V1, DEFAULT_MODEL_V2, ZERO_SHOT_MODEL
 from inbedder_retrieval.evaluation import aspect_triplet_accuracy
 from inbedder_retrieval.samples import load_sample
 from inbedder_retrieval.weights import DEFAULT_REENCODER, resolve_source
@@ -17,7 +17,8 @@ TEXT = "The battery died after two hours and support never answered."
 INSTRUCTION = "How does the customer feel?"
 # fastembed-style golden values: the first dimensions of one vector (fp32, CPU).
 GOLDEN = {
-    DEFAULT_MODEL: [-0.0109545, 0.0431019, -0.0276239, -0.0081643, -0.0569627],
+    DEFAULT_MODEL: [-0.0134997, 0.0478028, -0.037461, 0.0048672, -0.0451677],
+    DEFAULT_MODEL_V2: [-0.0109545, 0.0431019, -0.0276239, -0.0081643, -0.0569627],
     DEFAULT_MODEL_V1: [-0.0150897, 0.0322914, -0.0341709, 0.0292423, -0.0282407],
     ZERO_SHOT_MODEL: [-0.0115939, 0.0219208, -0.0298713, 0.0129843, -0.0082291],
 }
@@ -50,7 +51,7 @@ def test_default_model_is_the_shipped_fine_tuned_adapter(default_model):
     assert len(answers[0].split()) <= 3  # fine-tuned to answer tersely
 
 
-@pytest.mark.parametrize("name", [DEFAULT_MODEL, DEFAULT_MODEL_V1, ZERO_SHOT_MODEL])
+@pytest.mark.parametrize("name", [DEFAULT_MODEL, DEFAULT_MODEL_V2, DEFAULT_MODEL_V1, ZERO_SHOT_MODEL])
 def test_golden_vectors(name, shipped):
     vector = shipped(name).encode([TEXT], INSTRUCTION)
     assert vector.shape == (1, 576)
@@ -104,19 +105,20 @@ def test_prefix_reuse_equals_plain_path(name, default_model, zero_shot_model):
     assert np.abs(reused - plain).max() / np.abs(plain).max() < 1e-5
 
 
-@pytest.mark.parametrize("name", [DEFAULT_MODEL, DEFAULT_MODEL_V1, ZERO_SHOT_MODEL])
+@pytest.mark.parametrize("name", [DEFAULT_MODEL, DEFAULT_MODEL_V2, DEFAULT_MODEL_V1, ZERO_SHOT_MODEL])
 def test_registry_fingerprints_are_the_models_own(name, shipped):
     """The registry's frozen fingerprints (how an index finds the entry that reads it)."""
     assert get_model(name).fingerprint == shipped(name).fingerprint
 
 
-@pytest.mark.parametrize("builder", [DEFAULT_MODEL_V1, ZERO_SHOT_MODEL])
+@pytest.mark.parametrize("builder", [DEFAULT_MODEL_V2, DEFAULT_MODEL_V1, ZERO_SHOT_MODEL])
 def test_an_index_of_a_replaced_entry_opens_with_the_entry_that_gives_its_vectors(tmp_path, default_model, shipped,
                                                                                builder):
     """An index records its model's name and fingerprint: when the entry of that name now
     gives other vectors (a new default), opening without a model finds the entry whose
     fingerprint it recorded; a wrong model given explicitly is refused with that entry's name.
-    ``DEFAULT_MODEL_V1`` is the real case: indexes built with the default before 2026-12."""
+    ``DEFAULT_MODEL_V2`` and ``DEFAULT_MODEL_V1`` are the real cases: indexes built with an
+    earlier default."""
     import json
 
     from inbedder_retrieval import InstructionIndex

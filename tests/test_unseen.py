@@ -181,14 +181,14 @@ def test_cli_eval_unseen_on_a_tiny_model(tiny_model_dir, tmp_path, capsys):
 
 # Fast form of the full measurement (`make test`): 36 + 32 texts, the first 3 held-out wordings per
 # aspect, the default against plain all-MiniLM-L6-v2 (which ignores the instruction). Measured with
-# smollm2-135m-inbedder (ours - MiniLM, mean over the 3 wordings): customer_emails topic 0.668 - 0.734
-# = -0.066, feeling 0.914 - 0.266 = +0.648; news_snippets subject 0.962 - 0.740 = +0.223, region
-# 0.964 - 0.260 = +0.704 (the v1 default, before 2026-12: -0.216, +0.518, +0.165, +0.331). The guard
-# keeps what the default does, with margin; the goal is issue 16's "beats the plain embedder by a
-# wide margin on every aspect", not yet met on customer_emails topic.
+# smollm2-135m-inbedder (ours - MiniLM, mean over the 3 wordings): customer_emails topic +0.050,
+# feeling +0.648; news_snippets subject +0.231, region +0.701 (the default before the routing
+# questions, smollm2-135m-inbedder-v2: -0.066, +0.648, +0.223, +0.704; v1: -0.216, +0.518, +0.165,
+# +0.331). The guard keeps what the default does, with margin; the goal is issue 16's "beats the
+# plain embedder by a wide margin on every aspect", not yet met on customer_emails topic.
 FAST_FIXTURES = {"customer_emails": 3, "news_snippets": 2}  # records per label pair
 FAST_WORDINGS = 3
-GUARD_MARGIN = {("customer_emails", "topic"): -0.15, ("customer_emails", "feeling"): 0.50,
+GUARD_MARGIN = {("customer_emails", "topic"): 0.0, ("customer_emails", "feeling"): 0.50,
                 ("news_snippets", "subject"): 0.15, ("news_snippets", "region"): 0.55}
 GOAL_MARGIN = 0.10
 
@@ -217,8 +217,8 @@ def test_default_keeps_its_lead_on_unseen_wordings(fast_margins):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 16: the default is still below plain MiniLM on customer_emails "
-                                       "topic under held-out wordings (-0.066 on this subset); remove this mark when "
+@pytest.mark.xfail(strict=True, reason="issue 16: the default is only +0.05 above plain MiniLM on customer_emails "
+                                       "topic under held-out wordings on this subset; remove this mark when "
                                        "a default that passes ships")
 def test_default_beats_plain_minilm_on_every_aspect_under_unseen_wordings(fast_margins):
     assert {key: round(m, 3) for key, m in fast_margins.items() if m < GOAL_MARGIN} == {}
