@@ -1,8 +1,9 @@
 """Issue 16 on a lent GPU: several training runs side by side, then every model scored.
 
 One GPU holds many small training runs at once (a 135M model is launch-bound, not
-compute-bound), so a sweep is: build training data v2, start every run of a plan as its own
-``inbedder train`` process, then score each finished model, and the shipped default as the
+compute-bound), so a sweep is: build training data v2 (once per distinct ``data`` entry of
+the plan's runs: ``{"list_options": 1}`` is ``--list-options 1``; a file already in the work
+folder is used as it is), start every run of a plan as its own ``inbedder train`` process, then score each finished model, and the shipped default as the
 reference, on the held-out and seen wordings of every fixture (``evaluation.unseen``) and on
 the current fixtures (``inbedder eval``), in parallel processes. Adapters come back as
 float16 (``tools/ship_adapter.py``) so they can be checked and shipped on a CPU machine.
