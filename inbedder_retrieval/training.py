@@ -38,7 +38,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from .atomic import atomic_directory
+from .atomic import atomic_directory, atomic_write_bytes
 from .embedder import InBedder
 from .encoders import Backend
 from .io import read_records
@@ -500,6 +500,9 @@ def record_json(record: QARecord) -> dict[str, Any]:
 
 
 def write_records(records: Sequence[QARecord], path: str | Path) -> None:
-    """Write records as JSONL (the format ``load_records`` reads)."""
+    """Write records as JSONL (the format ``load_records`` reads), atomically, creating the
+    folder if needed: a crash never leaves half a file."""
     lines = [json.dumps(record_json(r), ensure_ascii=False) for r in records]
-    Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(target, ("\n".join(lines) + "\n").encode("utf-8"))

@@ -123,9 +123,10 @@ def test_bad_labels_are_refused_with_file_and_line(tmp_path):
 def test_cli_builds_the_records(tmp_path, records):
     from inbedder_retrieval.cli import main
 
-    out = tmp_path / "v2.jsonl"
+    out = tmp_path / "new" / "folder" / "v2.jsonl"  # the folder is created
     assert main(["train-data", "build", "-o", str(out)]) == 0
     assert load_records(out) == records
+    assert [path.name for path in out.parent.iterdir()] == ["v2.jsonl"]  # written atomically, no leftovers
 
 
 def test_request_is_asked_on_support_helpdesk_and_app_texts_from_its_closed_set(records):
