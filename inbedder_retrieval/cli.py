@@ -123,6 +123,17 @@ def cmd_answer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _store_options(pairs: Sequence[str]) -> dict[str, str | int]:
+    """``KEY=VALUE`` pairs of ``--store-option``; a value of digits is an integer."""
+    options: dict[str, str | int] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--store-option takes KEY=VALUE, got {pair!r}")
+        options[key] = int(value) if value.isdigit() else value
+    return options
+
+
 def cmd_index_create(args: argparse.Namespace) -> int:
     from .manifest import MANIFEST
     from .validation import check_instructions
@@ -134,8 +145,10 @@ def cmd_index_create(args: argparse.Namespace) -> int:
     check_instructions(args.instruction or ())  # before the model loads
     from .index import InstructionIndex
 
+    options = _store_options(args.store_option or ())
+    if args.factory:
+        options["factory"] = args.factory
     model = _load_model(args)
-    options = {"factory": args.factory} if args.backend == "faiss" and args.factory else {}
     with InstructionIndex.create(args.path, model, instructions=args.instruction or (),
                                  backend=args.backend, store_options=options) as index:
         print(f"Created {index}")
@@ -769,6 +782,9 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--backend", choices=("faiss", "qdrant"), default="faiss", help="vector store (default faiss)")
     create.add_argument("--instruction", "-q", action="append", help="an instruction (repeatable)")
     create.add_argument("--factory", default=None, help="FAISS index_factory string (default Flat; e.g. HNSW32)")
+    create.add_argument("--store-option", action="append", metavar="KEY=VALUE",
+                        help="a store option (repeatable), e.g. url=http://host:6333 shard_number=4 "
+                             "replication_factor=2 for a Qdrant cluster; see the README's store options")
     _model_options(create)
     create.set_defaults(handler=cmd_index_create)
 

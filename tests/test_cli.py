@@ -206,3 +206,25 @@ def test_bugs_still_show_a_traceback(monkeypatch, tmp_path):
     monkeypatch.setattr(cli, "cmd_models", broken)
     with pytest.raises(RuntimeError, match="a bug"):
         main(["models"])
+
+
+def test_store_options_from_the_command_line(tiny_model_dir, tmp_path, capsys):
+    """``index create --store-option KEY=VALUE`` (digits are integers) reaches the store: a
+    Qdrant cluster setting on the embedded store, a malformed pair and an unknown FAISS option
+    are clean errors; FAISS's ``factory`` still works and is recorded."""
+    model = str(tiny_model_dir("llama"))
+    capsys.readouterr()
+    assert main(["index", "create", str(tmp_path / "q"), "--backend", "qdrant", "--model", model,
+                 "--store-option", "shard_number=2"]) == 2  # checked by the store, after the model loads
+    err = capsys.readouterr().err
+    assert "inbedder: error: shard_number: options of a Qdrant server or cluster" in err and "Traceback" not in err
+    err = error_of(capsys, ["index", "create", str(tmp_path / "bad"), "--store-option", "shard_number"])
+    assert "--store-option takes KEY=VALUE, got 'shard_number'" in err
+    capsys.readouterr()
+    assert main(["index", "create", str(tmp_path / "f"), "--model", model, "--store-option", "nlist=4"]) == 2
+    err = capsys.readouterr().err
+    assert "nlist" in err and "Traceback" not in err
+    path = tmp_path / "ok"
+    assert main(["index", "create", str(path), "--model", model, "--device", "cpu",
+                 "--store-option", "factory=HNSW16"]) == 0
+    assert json.loads((path / "index.json").read_text())["store_options"] == {"factory": "HNSW16"}

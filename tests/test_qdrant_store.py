@@ -335,3 +335,44 @@ def test_a_killed_writer_leaves_one_committed_state(tmp_path, kind):
     for _ in range(2):
         ok, _, found = trials.trial(tmp_path, kind, rng)
         assert ok, found
+
+
+def test_cluster_and_upload_options_reach_qdrant_client(tmp_path, monkeypatch):
+    """``shard_number`` / ``replication_factor`` / ``write_consistency_factor`` go to
+    ``create_collection``; writes use ``upload_points`` with the batch size, parallelism and
+    retries asked for (a real qdrant-client in ``":memory:"`` mode: no server on this machine)."""
+    from qdrant_client import QdrantClient
+
+    calls = {}
+    for name in ("create_collection", "upload_points"):
+        real = getattr(QdrantClient, name)
+
+        def spy(self, *args, _real=real, _name=name, **kwargs):
+            calls.setdefault(_name, []).append(kwargs)
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(QdrantClient, name, spy)
+    options = {"location": ":memory:", "shard_number": 3, "replication_factor": 2, "write_consistency_factor": 1,
+               "upload_batch_size": 2, "upload_parallel": 1, "upload_retries": 5}
+    store = open_store("qdrant", tmp_path, options, create=True)
+    store.create_space("q", DIM)
+    vectors = unit(np.random.default_rng(0).normal(size=(5, DIM)))
+    store.upsert([Document(str(i), f"text {i}", {}) for i in range(5)], {"q": vectors})
+    assert calls["create_collection"] == [{"vectors_config": {}, "shard_number": 3, "replication_factor": 2,
+                                           "write_consistency_factor": 1}]
+    assert calls["upload_points"][-1] == {"wait": True, "batch_size": 2, "parallel": 1, "max_retries": 5}
+    assert len(store) == 5 and store.search("q", vectors[3], k=1)[0].id == "3"
+    store.close()
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"location": ":memory:", "shard_count": 2}, "Unknown Qdrant store option 'shard_count'"),
+    ({"location": ":memory:", "shard_number": 0}, "shard_number must be an integer >= 1, got 0"),
+    ({"location": ":memory:", "upload_retries": -1}, "upload_retries must be an integer >= 0, got -1"),
+    ({"location": ":memory:", "upload_parallel": "4"}, "upload_parallel must be an integer >= 1, got '4'"),
+    ({"shard_number": 2}, "options of a Qdrant server or cluster"),  # the embedded store
+])
+def test_bad_cluster_options_are_refused_before_anything_is_written(tmp_path, options, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        open_store("qdrant", tmp_path, options, create=True)
+    assert not (tmp_path / "qdrant-store" / EDGE_DIR).exists()

@@ -25,6 +25,24 @@ def _qdrant() -> tuple[Any, Any]:
     return QdrantClient, models
 
 
+#: store options of a server-backed store: collection settings (passed to ``create_collection``)
+COLLECTION_OPTIONS = ("shard_number", "replication_factor", "write_consistency_factor")
+#: store option -> ``upload_points`` argument, and its default
+UPLOAD_OPTIONS = {"upload_batch_size": ("batch_size", 64), "upload_parallel": ("parallel", 1),
+                  "upload_retries": ("max_retries", 3)}
+
+
+def check_client_options(options: Mapping[str, Any]) -> None:
+    """Known names, positive integers (retries: >= 0); a ValueError names the bad one."""
+    for name, value in options.items():
+        if name not in COLLECTION_OPTIONS and name not in UPLOAD_OPTIONS:
+            known = ", ".join(("url", "api_key", "location", "collection", *COLLECTION_OPTIONS, *UPLOAD_OPTIONS))
+            raise ValueError(f"Unknown Qdrant store option {name!r}; known: {known}")
+        least = 0 if name == "upload_retries" else 1
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"Qdrant store option {name} must be an integer >= {least}, got {value!r}")
+
+
 @contextmanager
 def _quiet_local_mode() -> Iterator[None]:
     """Silence local mode's warning that payload indexes have no effect there (documented)."""
@@ -58,14 +76,17 @@ class ClientEngine:
         url, api_key: a server or cluster; location: ``":memory:"``; path: a trusted
             local-mode folder.
         create: create the collection (it must not exist on a server); otherwise it must.
+        options: ``COLLECTION_OPTIONS`` for a new collection and ``UPLOAD_OPTIONS`` for writes.
     """
 
     #: a server is shared: other processes may write, so the store keeps no stamp of it
     local = False
 
     def __init__(self, collection: str, *, create: bool, url: str | None = None, api_key: str | None = None,
-                 location: str | None = None, path: Path | None = None) -> None:
+                 location: str | None = None, path: Path | None = None, **options: int) -> None:
+        check_client_options(options)
         QdrantClient, self.models = _qdrant()
+        self.upload = {argument: options.get(name, default) for name, (argument, default) in UPLOAD_OPTIONS.items()}
         self.collection = collection
         self.where = url or location or str(path)
         self.target = ClientTarget(self.models)
@@ -81,7 +102,8 @@ class ClientEngine:
         if not exists:
             if not (create or location == ":memory:"):
                 raise CorruptIndexError(f"Qdrant collection {collection!r} does not exist at {self.where}")
-            self.client.create_collection(collection, vectors_config={})
+            self.client.create_collection(collection, vectors_config={},
+                                          **{name: options[name] for name in COLLECTION_OPTIONS if name in options})
 
     @staticmethod
     def _local(QdrantClient: Any, path: Path) -> Any:
@@ -121,8 +143,11 @@ class ClientEngine:
         return [self._state(r) for r in records]
 
     def upsert(self, points: Sequence[PointState]) -> None:
-        self.client.upsert(self.collection, [
-            self.models.PointStruct(id=p.id, vector=dict(p.vectors), payload=p.payload) for p in points])
+        """Batched (``upload_batch_size``), from ``upload_parallel`` processes, each batch retried
+        ``upload_retries`` times; returns once the server has applied every batch."""
+        self.client.upload_points(self.collection, [
+            self.models.PointStruct(id=p.id, vector=dict(p.vectors), payload=p.payload) for p in points],
+            wait=True, **self.upload)
 
     def update_vectors(self, name: str, rows: Sequence[tuple[str, list[float]]]) -> None:
         self.client.update_vectors(self.collection, [

@@ -93,11 +93,16 @@ class QdrantEngine(Protocol):
 
 
 def _engine(folder: Path, collection: str, *, create: bool, trust_index: bool, url: str | None,
-            api_key: str | None, location: str | None) -> QdrantEngine:
-    from .qdrant_client_engine import ClientEngine
+            api_key: str | None, location: str | None, client_options: Mapping[str, int]) -> QdrantEngine:
+    from .qdrant_client_engine import ClientEngine, check_client_options
 
+    check_client_options(client_options)
     if url or location:
-        return ClientEngine(collection, create=create, url=url, api_key=api_key, location=location)
+        return ClientEngine(collection, create=create, url=url, api_key=api_key, location=location,
+                            **client_options)
+    if client_options:
+        raise ValueError(f"{', '.join(sorted(client_options))}: options of a Qdrant server or cluster (url=...) "
+                         "or location=':memory:'; the embedded store has one shard and writes in-process")
     legacy = folder / LEGACY_DIR
     if not create and legacy.exists():
         if not trust_index:
@@ -125,18 +130,24 @@ class QdrantStore(VectorStore):
         url, api_key: a Qdrant server or cluster (the key is never written to disk).
         location: ``":memory:"`` for a throw-away store.
         trust_index: allow opening a folder written by qdrant-client's local mode (pickles).
+        shard_number, replication_factor, write_consistency_factor: the collection's cluster
+            settings, passed to ``create_collection`` when the store creates it (a server or
+            ``":memory:"``; the embedded engine has one shard).
+        upload_batch_size, upload_parallel, upload_retries: writes to a server or ``":memory:"``
+            go through qdrant-client's ``upload_points`` in batches of this size, from this many
+            processes, each batch retried this many times (defaults 64, 1, 3).
     """
 
     backend = "qdrant"
 
     def __init__(self, folder: str | Path, *, create: bool = False, collection: str = "inbedder",
                  url: str | None = None, api_key: str | None = None, location: str | None = None,
-                 trust_index: bool = False) -> None:
+                 trust_index: bool = False, **client_options: int) -> None:
         self.folder = Path(folder)
         if create:
             self.folder.mkdir(parents=True, exist_ok=True)
         self.engine = _engine(self.folder, collection, create=create, trust_index=trust_index, url=url,
-                              api_key=api_key, location=location)
+                              api_key=api_key, location=location, client_options=client_options)
         self._dims = self.engine.dims()
         self._journal = UndoJournal(self.folder / JOURNAL)
         self._stamp_before: dict[str, Any] | None = None  # set by replaying a journal's "before" entry
