@@ -243,6 +243,8 @@ def test_ef_search_and_nprobe_are_recorded_and_applied(tmp_path):
     ({"factory": "Flat", "ef_search": 64}, "ef_search applies to HNSW indexes; the factory 'Flat' makes none"),
     ({"factory": "HNSW16", "nprobe": 8}, "nprobe applies to IVF indexes; the factory 'HNSW16' makes none"),
     ({"factory": "IVF4,Flat", "nprobe": 5}, "nprobe 5 is more than the 4 lists of the factory 'IVF4,Flat'"),
+    ({"factory": "IVF4,PQ4np", "rerank": 0}, "rerank must be a positive integer, got 0"),
+    ({"factory": "HNSW16", "rerank": 4}, "rerank applies to indexes of compressed vectors .* 'HNSW16' keeps them whole"),
 ])
 def test_bad_search_options_are_clear_errors_and_create_nothing(tmp_path, options, message):
     from types import SimpleNamespace
@@ -316,3 +318,24 @@ def test_a_larger_filter_searches_the_ann_index_deeper(tmp_path, monkeypatch):
     store.search("a", vectors[0], 10, {"rare": 1})
     assert seen == [200] and isinstance(faiss.downcast_index(store._indexes["a"].index), faiss.IndexHNSW)
     store.close()
+
+
+def test_a_compressed_index_reranks_its_candidates_with_the_stored_vectors(tmp_path):
+    """IVF-PQ scores approximate codes; with ``rerank`` the top k are chosen by exact
+    scores from SQLite: all 500 rows as candidates give numpy's exact top k and scores."""
+    rng = np.random.default_rng(10)
+    vectors = unit(rng.normal(size=(500, DIM)))
+    options = {"factory": "IVF4,PQ4np", "nprobe": 4}
+    store = open_store("faiss", tmp_path, {**options, "rerank": 50}, create=True)
+    store.create_space("a", DIM)
+    store.upsert(docs(0, 500), {"a": vectors})
+    queries = unit(rng.normal(size=(20, DIM)))
+    for query in queries:
+        hits = store.search("a", query, 10)
+        assert [hit.id for hit in hits] == exact(vectors, query, 10)
+        np.testing.assert_allclose([hit.score for hit in hits], np.sort(vectors @ query)[::-1][:10], atol=1e-5)
+    store.close()
+    plain = open_store("faiss", tmp_path, {**options, "rerank": 1})  # the codes' own order
+    found = [len({hit.id for hit in plain.search("a", q, 10)} & set(exact(vectors, q, 10))) for q in queries]
+    assert sum(found) < 20 * 10
+    plain.close()

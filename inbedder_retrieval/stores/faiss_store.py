@@ -85,6 +85,9 @@ EXACT_FILTER_RATIO = 0.02
 #: (``nprobe``, capped at the index's list count); measured in ``benchmarks/scale.py``
 DEFAULT_EF_SEARCH = 128
 DEFAULT_NPROBE = 16
+#: indexes of compressed vectors (PQ, SQ) fetch ``rerank`` x k candidates and rescore
+#: them exactly with the vectors in SQLite
+DEFAULT_RERANK = 10
 MMAP_BYTES = 1 << 30
 TABLES = frozenset({"meta", "documents", "spaces", "vectors"})
 _SCHEMA = """
@@ -150,6 +153,9 @@ class FaissStore(VectorStore):
             default ``DEFAULT_EF_SEARCH``). Higher is slower and finds more true neighbours.
         nprobe: IVF indexes only: inverted lists visited per search (default
             ``DEFAULT_NPROBE``, capped at the index's list count; at most that count when given).
+        rerank: indexes of compressed vectors (PQ, SQ codes) only: a search takes
+            ``rerank * k`` candidates from the index and returns the ``k`` best by their exact
+            scores, computed from the vectors in SQLite (default ``DEFAULT_RERANK``; 1: off).
 
     Search-time options change no file: an index opened with other values searches with them.
     A filtered search of an HNSW or IVF index that matches few rows (``EXACT_FILTER_ROWS``,
@@ -159,10 +165,11 @@ class FaissStore(VectorStore):
     backend = "faiss"
 
     def __init__(self, path: str | Path, *, factory: str = "Flat", metric: str = "ip", use_gpu: bool | None = None,
-                 ef_search: int | None = None, nprobe: int | None = None, create: bool = False) -> None:
+                 ef_search: int | None = None, nprobe: int | None = None, rerank: int | None = None,
+                 create: bool = False) -> None:
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
-        for name, value in (("ef_search", ef_search), ("nprobe", nprobe)):
+        for name, value in (("ef_search", ef_search), ("nprobe", nprobe), ("rerank", rerank)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self.faiss = _faiss()
@@ -171,6 +178,7 @@ class FaissStore(VectorStore):
         self.metric = metric
         self.ef_search = ef_search
         self.nprobe = nprobe
+        self.rerank = rerank
         self._db = self._connect(self.path / DB_FILE, create)
         self._lock = threading.RLock()
         self._depth = 0
@@ -238,7 +246,15 @@ class FaissStore(VectorStore):
             inner.nprobe = min(self.nprobe or DEFAULT_NPROBE, inner.nlist)
         elif self.nprobe is not None:
             raise ValueError(f"nprobe applies to IVF indexes; the factory {self.factory!r} makes none")
+        if self.rerank is not None and not self._compressed(index):
+            raise ValueError(f"rerank applies to indexes of compressed vectors (PQ, SQ); the factory {self.factory!r} "
+                             "keeps them whole")
         return index
+
+    def _compressed(self, index: Any) -> bool:
+        """Whether ``index`` scores compressed codes (PQ, SQ ...), not the vectors themselves."""
+        faiss = self.faiss
+        return not isinstance(faiss.downcast_index(index.index), (faiss.IndexFlat, faiss.IndexHNSWFlat, faiss.IndexIVFFlat))
 
     # -- loading and saving -------------------------------------------------------------
     def _db_generation(self) -> int:
@@ -784,7 +800,8 @@ class FaissStore(VectorStore):
                     params = self._search_parameters(index, self.faiss.IDSelectorBatch(allowed),
                                                      len(allowed) / max(index.ntotal - self._dead[space], 1))
                     allowed = None
-            fetch = min(k + self._dead[space], index.ntotal)
+            rerank = (self.rerank or DEFAULT_RERANK) if self._compressed(index) else 1
+            fetch = min(k * rerank + self._dead[space], index.ntotal)
             if fetch <= 0:
                 return []
             if allowed is not None:
@@ -793,6 +810,8 @@ class FaissStore(VectorStore):
                 searcher = index if params is not None else self._on_gpu(space, index)
                 scores, vids = searcher.search(query, fetch, params=params)
                 scores, vids = scores[0].tolist(), vids[0].tolist()
+                if rerank > 1:
+                    scores, vids = self._scan(space, index, query[0], np.array([v for v in vids if v >= 0], dtype="int64"), k)
             order = [vid for vid in vids if vid >= 0]
             if not order:
                 return []
