@@ -13,10 +13,11 @@ re-open + the same import again (it resumes), with the final count checked.
 
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/scale.py 100000 \\
         [--backends faiss-flat faiss-hnsw32 faiss-ivfpq qdrant] [--queries 200] [--workdir DIR] \\
-        [--ef-search 128] [--nprobe 16]
+        [--ef-search 128] [--nprobe 16] [--rerank 10]
 
-``--ef-search`` / ``--nprobe`` set the store options of the HNSW / IVF backends (default:
-the store's defaults); they are recorded in the index like every store option.
+``--ef-search`` / ``--nprobe`` / ``--rerank`` set the store options of the HNSW / IVF /
+PQ backends (default: the store's defaults); they are recorded in the index like every
+store option.
 
 IVF-PQ is "IVF256,PQ48np" ("np": no polysemous training, which takes minutes with 48
 sub-quantizers). It is trained when its first vectors are committed, so the first shard
@@ -218,12 +219,14 @@ def recall(found: list[list[int]], truth: np.ndarray) -> float:
     return float(np.mean([len(set(f) & set(t)) / K for f, t in zip(found, truth.tolist())]))
 
 
-def backend_options(name: str, ef_search: int | None, nprobe: int | None) -> dict[str, Any]:
+def backend_options(name: str, ef_search: int | None, nprobe: int | None, rerank: int | None) -> dict[str, Any]:
     options = dict(BACKENDS[name][1])
     if ef_search is not None and "HNSW" in options.get("factory", ""):
         options["ef_search"] = ef_search
     if nprobe is not None and "IVF" in options.get("factory", ""):
         options["nprobe"] = nprobe
+    if rerank is not None and "PQ" in options.get("factory", ""):
+        options["rerank"] = rerank
     return options
 
 
@@ -290,6 +293,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="where to write the results (default: workdir/scale-N.json)")
     parser.add_argument("--ef-search", type=int, help="the HNSW backends' ef_search store option")
     parser.add_argument("--nprobe", type=int, help="the IVF backends' nprobe store option")
+    parser.add_argument("--rerank", type=int, help="the PQ backends' rerank store option")
     args = parser.parse_args()
     folder = args.workdir or Path(tempfile.mkdtemp(prefix="inbedder-scale-"))
     folder.mkdir(parents=True, exist_ok=True)
@@ -303,7 +307,7 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     output = args.json or folder / f"scale-{args.n}.json"
     for name in args.backends:
-        rows.append(measure(name, args.n, folder, truths, backend_options(name, args.ef_search, args.nprobe)))
+        rows.append(measure(name, args.n, folder, truths, backend_options(name, args.ef_search, args.nprobe, args.rerank)))
         rows[-1]["load"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])
         output.write_text(json.dumps(rows, indent=1))  # after each backend: a cut-short run keeps what it measured
         print(json.dumps(rows[-1]), flush=True)
