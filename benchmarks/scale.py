@@ -12,7 +12,12 @@ process, search p50/p99 (k=10, one instruction) with recall@10 against exact sea
 re-open + the same import again (it resumes), with the final count checked.
 
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/scale.py 100000 \\
-        [--backends faiss-flat faiss-hnsw32 faiss-ivfpq qdrant] [--queries 200] [--workdir DIR]
+        [--backends faiss-flat faiss-hnsw32 faiss-ivfpq qdrant] [--queries 200] [--workdir DIR] \\
+        [--ef-search 128] [--nprobe 16] [--rerank 10]
+
+``--ef-search`` / ``--nprobe`` / ``--rerank`` set the store options of the HNSW / IVF /
+PQ backends (default: the store's defaults); they are recorded in the index like every
+store option.
 
 IVF-PQ is "IVF256,PQ48np" ("np": no polysemous training, which takes minutes with 48
 sub-quantizers). It is trained when its first vectors are committed, so the first shard
@@ -134,8 +139,8 @@ def do_import(index: InstructionIndex, shards: Path, name: str) -> dict[str, int
     return totals
 
 
-def child_import(name: str, target: Path, shards: Path) -> dict[str, Any]:
-    backend, options = BACKENDS[name]
+def child_import(name: str, target: Path, shards: Path, options: dict[str, Any]) -> dict[str, Any]:
+    backend = BACKENDS[name][0]
     index = InstructionIndex.create(target, VectorsOnly(), instructions=INSTRUCTIONS, backend=backend,
                                     store_options=options, indexed_fields=FIELDS)
     print("importing", flush=True)  # killed_import times its kill from here
@@ -186,9 +191,10 @@ def run_child(*args: str, timeout: float | None = None) -> dict[str, Any]:
     return json.loads(done.stdout.splitlines()[-1])
 
 
-def killed_import(name: str, target: Path, shards: Path, after: float) -> None:
+def killed_import(name: str, target: Path, shards: Path, after: float, options: dict[str, Any]) -> None:
     """Start an import in a child and SIGKILL it ``after`` seconds into the import."""
-    child = subprocess.Popen([sys.executable, __file__, "--child", "import", name, str(target), str(shards)],
+    child = subprocess.Popen([sys.executable, __file__, "--child", "import", name, str(target), str(shards),
+                              json.dumps(options)],
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     if child.stdout is None or child.stdout.readline().strip() != "importing":
         raise RuntimeError(f"the import of {name} failed before it started")
@@ -213,13 +219,24 @@ def recall(found: list[list[int]], truth: np.ndarray) -> float:
     return float(np.mean([len(set(f) & set(t)) / K for f, t in zip(found, truth.tolist())]))
 
 
-def measure(name: str, n: int, folder: Path, truths: dict[str, np.ndarray]) -> dict[str, Any]:
+def backend_options(name: str, ef_search: int | None, nprobe: int | None, rerank: int | None) -> dict[str, Any]:
+    options = dict(BACKENDS[name][1])
+    if ef_search is not None and "HNSW" in options.get("factory", ""):
+        options["ef_search"] = ef_search
+    if nprobe is not None and "IVF" in options.get("factory", ""):
+        options["nprobe"] = nprobe
+    if rerank is not None and "PQ" in options.get("factory", ""):
+        options["rerank"] = rerank
+    return options
+
+
+def measure(name: str, n: int, folder: Path, truths: dict[str, np.ndarray], options: dict[str, Any]) -> dict[str, Any]:
     shards, target = folder / "shards", folder / name
     shutil.rmtree(target, ignore_errors=True)
-    imported = run_child("import", name, str(target), str(shards))
+    imported = run_child("import", name, str(target), str(shards), json.dumps(options))
     if imported["count"] != n:
         raise RuntimeError(f"{name}: {imported['count']} documents after import, expected {n}")
-    row: dict[str, Any] = {"backend": name, "n": n, "import_s": imported["seconds"],
+    row: dict[str, Any] = {"backend": name, "options": options, "n": n, "import_s": imported["seconds"],
                            "vectors_per_s_per_instruction": n / imported["seconds"],
                            "peak_rss_mib": imported["peak_rss_mib"], "disk_mib": disk_mib(target)}
     if name.startswith("faiss"):
@@ -231,7 +248,7 @@ def measure(name: str, n: int, folder: Path, truths: dict[str, np.ndarray]) -> d
         row[label] = {"p50_ms": percentile(ms, 50), "p99_ms": percentile(ms, 99),
                       "recall_at_10": recall(searched[label]["rows"], truths[label])}
     shutil.rmtree(target)
-    killed_import(name, target, shards, imported["seconds"] / 2)
+    killed_import(name, target, shards, imported["seconds"] / 2, options)
     resumed = run_child("resume", name, str(target), str(shards))
     if resumed["count"] != n:
         raise RuntimeError(f"{name}: {resumed['count']} documents after the resumed import, expected {n}")
@@ -249,7 +266,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         rare, half, rec = r["rare == 1 (1%)"], r["half == 'a' (50%)"], r["recovery"]
         sqlite = f" ({r['sqlite_mib']:,.0f})" if "sqlite_mib" in r else ""
         lines.append(
-            f"| {r['backend']} | {r['n']:,} | {r['import_s']:.1f} | {r['vectors_per_s_per_instruction']:,.0f} | "
+            f"| {r['backend']}{''.join(f', {k} {v}' for k, v in r.get('options', {}).items() if k != 'factory')} | {r['n']:,} | {r['import_s']:.1f} | {r['vectors_per_s_per_instruction']:,.0f} | "
             f"{r['disk_mib']:,.0f}{sqlite} | {r['peak_rss_mib']:,.0f} | {r['open_s']:.2f} | {r['plain']['p50_ms']:.2f} | "
             f"{r['plain']['p99_ms']:.2f} | {r['plain']['recall_at_10']:.3f} | {rare['p50_ms']:.2f} / {rare['p99_ms']:.2f} "
             f"({rare['recall_at_10']:.3f}) | {half['p50_ms']:.2f} / {half['p99_ms']:.2f} ({half['recall_at_10']:.3f}) | {r['import_s'] / 2:.0f} s | {rec['open_s']:.2f} + "
@@ -261,7 +278,7 @@ def main() -> None:
     if len(sys.argv) > 2 and sys.argv[1] == "--child":
         kind, args = sys.argv[2], sys.argv[3:]
         if kind == "import":
-            result = child_import(args[0], Path(args[1]), Path(args[2]))
+            result = child_import(args[0], Path(args[1]), Path(args[2]), json.loads(args[3]))
         elif kind == "resume":
             result = child_resume(args[0], Path(args[1]), Path(args[2]))
         else:
@@ -274,6 +291,9 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--workdir", type=Path)
     parser.add_argument("--json", type=Path, help="where to write the results (default: workdir/scale-N.json)")
+    parser.add_argument("--ef-search", type=int, help="the HNSW backends' ef_search store option")
+    parser.add_argument("--nprobe", type=int, help="the IVF backends' nprobe store option")
+    parser.add_argument("--rerank", type=int, help="the PQ backends' rerank store option")
     args = parser.parse_args()
     folder = args.workdir or Path(tempfile.mkdtemp(prefix="inbedder-scale-"))
     folder.mkdir(parents=True, exist_ok=True)
@@ -287,7 +307,7 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     output = args.json or folder / f"scale-{args.n}.json"
     for name in args.backends:
-        rows.append(measure(name, args.n, folder, truths))
+        rows.append(measure(name, args.n, folder, truths, backend_options(name, args.ef_search, args.nprobe, args.rerank)))
         rows[-1]["load"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])
         output.write_text(json.dumps(rows, indent=1))  # after each backend: a cut-short run keeps what it measured
         print(json.dumps(rows[-1]), flush=True)

@@ -237,6 +237,21 @@ class InstructionIndex:
         self.close()
 
     def close(self) -> None:
+        """Release the store; a store holding committed changes that its derived files
+        lack yet (FAISS: rows appended since the last snapshot) saves them first, when the
+        writer lock is free (else the writer holding it saves them)."""
+        if getattr(self.store, "unsaved", False):
+            try:
+                self._lock.acquire(timeout=0)
+            except Timeout:
+                logger.info("%s: another writer holds the lock; it saves the FAISS snapshots", self.path)
+            else:
+                try:
+                    self.store.save()
+                except (OSError, RuntimeError) as error:  # the writes are committed: the next open adds them
+                    logger.warning("Saving the snapshots of %s on close failed (%s)", self.path, error)
+                finally:
+                    self._lock.release()
         self.store.close()
 
     # -- manifest -------------------------------------------------------------------------
@@ -378,6 +393,7 @@ class InstructionIndex:
         checked as ``add`` checks its input, and each chunk is one store transaction: a
         killed import leaves the index at a chunk boundary. Documents already stored with
         the same text and metadata are skipped, so running the import again resumes it.
+        The derived files (FAISS snapshots) are saved at the end, not after every chunk.
         """
         files = shard_paths(sources)
         check_positive_int(chunk_size, "chunk_size")
@@ -392,6 +408,8 @@ class InstructionIndex:
                         written = self._import_chunk(chunk)
                         imported, skipped = imported + written, skipped + len(chunk.documents) - written
                         bar.update(len(chunk.documents))
+            if getattr(self.store, "unsaved", False):
+                self.store.save()
         return ImportReport(shards=len(files), imported=imported, skipped=skipped)
 
     def _import_plan(self, files: list[Path]) -> dict[Path, tuple[dict[str, str], int]]:

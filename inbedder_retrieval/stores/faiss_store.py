@@ -1,12 +1,26 @@
 """Embedded store: documents and vectors in SQLite, one FAISS index per space.
 
 SQLite is the truth and makes every write transaction atomic (a killed writer leaves the
-last committed state). The FAISS indexes are derived from it: saved after each commit as
-FAISS files (never pickle), recorded in ``state.json`` with the SQLite generation they
-reflect and their SHA-256. A file that is stale, missing or whose hash does not match is
-rebuilt from SQLite (with a warning), so damage to a derived file never gives wrong
-answers. A missing, empty or unreadable database raises ``CorruptIndexError`` naming it;
-opening an existing store never writes.
+last committed state). The FAISS indexes are derived from it: snapshots saved as FAISS
+files (never pickle), recorded in ``state.json`` with the SQLite generation they reflect,
+the highest row each one holds (``through``) and their SHA-256. A file that is missing or
+whose hash does not match is rebuilt from SQLite (with a warning), so damage to a derived
+file never gives wrong answers. A missing, empty or unreadable database raises
+``CorruptIndexError`` naming it; opening an existing store never writes.
+
+Snapshots and tails: a commit that only appends new rows to a space (every bulk import
+chunk) need not rewrite its snapshot. SQLite records, in the commit itself, the generation
+of each space's last change that was not such an append (``meta`` key ``base:<space>``)
+and the generation up to which every commit kept that record (``appends_through``; a
+commit by a release without it breaks the chain). A snapshot taken at generation ``G`` is
+then exact up to the rows above its ``through`` whenever ``base <= G`` and the chain
+reaches the current generation: opening adds those rows (the tail) from SQLite, and a
+reader that already holds the space adds only the rows committed since. Anything else
+(a stale snapshot, a broken chain) is rebuilt from SQLite, as before. The writer saves a
+snapshot after every commit that was not append-only, while a space is small
+(``SMALL_SNAPSHOT_BYTES``), when a space's tail reaches ``TAIL_RATIO`` of its saved rows
+(so the bytes written stay linear in the rows), on ``save()`` (``import_embeddings`` calls
+it at its end) and when an index that wrote closes.
 
 Readers never take SQLite's write lock and never see a file vanish: a save keeps the
 files of the previous state beside the new ones (a reader that read the old
@@ -55,7 +69,29 @@ FAISS_DIR = "faiss"
 STATE_FILE = "state.json"
 METRICS = ("ip", "l2")
 COMPACT_RATIO = 0.25
+#: a space whose vectors take at most this many bytes is saved after every commit
+SMALL_SNAPSHOT_BYTES = 4 << 20
+#: a larger space is saved once the rows appended since its snapshot reach this ratio of it
+TAIL_RATIO = 1.0
+#: ``meta`` keys: the generation through which every commit recorded its non-append
+#: changes, and per space the generation of its last one
+APPENDS_THROUGH = "appends_through"
+BASE_KEY = "base:"
+#: filtered searches of an ANN index are exact (a scan of the matching rows' vectors) when
+#: at most this many rows match, or at most ``EXACT_FILTER_RATIO`` of the space
+EXACT_FILTER_ROWS = 20_000
+EXACT_FILTER_RATIO = 0.02
+#: default search depth of HNSW indexes (``ef_search``) and lists probed by IVF indexes
+#: (``nprobe``, capped at the index's list count); measured in ``benchmarks/scale.py``
+DEFAULT_EF_SEARCH = 128
+DEFAULT_NPROBE = 16
+#: indexes of compressed vectors (PQ, SQ) fetch ``rerank`` x k candidates and rescore
+#: them exactly with the vectors in SQLite
+DEFAULT_RERANK = 10
 MMAP_BYTES = 1 << 30
+#: SQLite page size of new stores: a vector row (2,304 bytes at dim 576) took a whole 4 KiB
+#: page (1.8x the raw bytes); 16 KiB pages hold 7 (1.04x) and insert faster (benchmarks/README.md)
+PAGE_BYTES = 16384
 TABLES = frozenset({"meta", "documents", "spaces", "vectors"})
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -116,18 +152,36 @@ class FaissStore(VectorStore):
         metric: "ip" (inner product; cosine on unit vectors, the default) or "l2".
         use_gpu: search on a GPU copy of each index (default: when faiss sees a GPU).
             Filtered searches and index types without a GPU version run on the CPU.
+        ef_search: HNSW indexes only: candidates kept during a search (FAISS ``efSearch``;
+            default ``DEFAULT_EF_SEARCH``). Higher is slower and finds more true neighbours.
+        nprobe: IVF indexes only: inverted lists visited per search (default
+            ``DEFAULT_NPROBE``, capped at the index's list count; at most that count when given).
+        rerank: indexes of compressed vectors (PQ, SQ codes) only: a search takes
+            ``rerank * k`` candidates from the index and returns the ``k`` best by their exact
+            scores, computed from the vectors in SQLite (default ``DEFAULT_RERANK``; 1: off).
+
+    Search-time options change no file: an index opened with other values searches with them.
+    A filtered search of an HNSW or IVF index that matches few rows (``EXACT_FILTER_ROWS``,
+    ``EXACT_FILTER_RATIO``) scores those rows' vectors exactly instead of walking the index.
     """
 
     backend = "faiss"
 
     def __init__(self, path: str | Path, *, factory: str = "Flat", metric: str = "ip", use_gpu: bool | None = None,
+                 ef_search: int | None = None, nprobe: int | None = None, rerank: int | None = None,
                  create: bool = False) -> None:
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+        for name, value in (("ef_search", ef_search), ("nprobe", nprobe), ("rerank", rerank)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self.faiss = _faiss()
         self.path = Path(path)
         self.factory = factory
         self.metric = metric
+        self.ef_search = ef_search
+        self.nprobe = nprobe
+        self.rerank = rerank
         self._db = self._connect(self.path / DB_FILE, create)
         self._lock = threading.RLock()
         self._depth = 0
@@ -135,6 +189,10 @@ class FaissStore(VectorStore):
         self._indexes: dict[str, Any] = {}
         self._dead: dict[str, int] = {}
         self._files: dict[str, dict[str, Any]] = {}
+        self._through: dict[str, int] = {}  # highest row in each in-memory index
+        self._tail: dict[str, int] = {}  # rows added to each index since its saved snapshot
+        self._unsaved = False  # this store committed changes that no snapshot holds yet
+        self._force_save = False
         self._generation = -1
         gpus = self.faiss.get_num_gpus() if hasattr(self.faiss, "StandardGpuResources") else 0
         self._gpu_resources = self.faiss.StandardGpuResources() if (use_gpu is None and gpus) or use_gpu else None
@@ -159,6 +217,7 @@ class FaissStore(VectorStore):
             db = sqlite3.connect(f"file:{db_path}?mode={'rwc' if create else 'rw'}", uri=True,
                                  isolation_level=None, check_same_thread=False, timeout=60)
             if create:
+                db.execute(f"PRAGMA page_size={PAGE_BYTES}")  # before the first table: fixed from then on
                 db.execute("PRAGMA journal_mode=WAL")
                 db.executescript(_SCHEMA)
                 for statement in FIELD_TABLES:
@@ -172,8 +231,34 @@ class FaissStore(VectorStore):
         return db
 
     def check_dim(self, dim: int) -> None:
-        """Raise ``ValueError`` if this store's factory cannot index vectors of ``dim``."""
-        self._new_index(dim)
+        """Raise ``ValueError`` if this store's factory cannot index vectors of ``dim``, or
+        a search option does not apply to it."""
+        self._tune(self._new_index(dim))
+
+    def _tune(self, index: Any) -> Any:
+        """Apply ``ef_search`` / ``nprobe`` to ``index`` (an ``IndexIDMap2``); a value given
+        for an index type without that parameter is a ``ValueError``."""
+        faiss = self.faiss
+        inner = faiss.downcast_index(index.index)
+        if isinstance(inner, faiss.IndexHNSW):
+            inner.hnsw.efSearch = self.ef_search or DEFAULT_EF_SEARCH
+        elif self.ef_search is not None:
+            raise ValueError(f"ef_search applies to HNSW indexes; the factory {self.factory!r} makes none")
+        if isinstance(inner, faiss.IndexIVF):
+            if self.nprobe is not None and self.nprobe > inner.nlist:
+                raise ValueError(f"nprobe {self.nprobe} is more than the {inner.nlist} lists of the factory {self.factory!r}")
+            inner.nprobe = min(self.nprobe or DEFAULT_NPROBE, inner.nlist)
+        elif self.nprobe is not None:
+            raise ValueError(f"nprobe applies to IVF indexes; the factory {self.factory!r} makes none")
+        if self.rerank is not None and not self._compressed(index):
+            raise ValueError(f"rerank applies to indexes of compressed vectors (PQ, SQ); the factory {self.factory!r} "
+                             "keeps them whole")
+        return index
+
+    def _compressed(self, index: Any) -> bool:
+        """Whether ``index`` scores compressed codes (PQ, SQ ...), not the vectors themselves."""
+        faiss = self.faiss
+        return not isinstance(faiss.downcast_index(index.index), (faiss.IndexFlat, faiss.IndexHNSWFlat, faiss.IndexIVFFlat))
 
     # -- loading and saving -------------------------------------------------------------
     def _db_generation(self) -> int:
@@ -194,20 +279,82 @@ class FaissStore(VectorStore):
         finally:
             self._db.execute("COMMIT")
 
-    def _load_snapshot(self) -> None:
-        """``_load`` inside an open transaction."""
-        generation = self._db_generation()
-        state = self._read_state()
-        saved = state.get("spaces", {}) if state.get("generation") == generation else {}
-        indexes, dead, files = {}, {}, {}
-        for space, dim in self._space_dims().items():
-            index = self._read_saved(space, dim, saved.get(space))
-            if index is None:
-                indexes[space], dead[space] = self._build(space, dim), 0
-            else:
-                indexes[space], dead[space], files[space] = index, index.ntotal - self._live_count(space), saved[space]
-        self._indexes, self._dead, self._files, self._generation = indexes, dead, files, generation
+    def _forget(self) -> None:
+        """Drop the in-memory indexes (a load failed half-way through extending one): the
+        next read rebuilds or reloads them."""
+        self._indexes, self._dead, self._files, self._through, self._tail = {}, {}, {}, {}, {}
+        self._generation = self._data_version = -1
         self._gpu_copies.clear()
+
+    def _meta_int(self, key: str) -> int | None:
+        found = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return None if found is None else int(found[0])
+
+    def _load_snapshot(self) -> None:
+        """``_load`` inside an open transaction: per space, the index in memory or the saved
+        snapshot plus the rows committed after it (when the database says that only appends
+        happened since), else a rebuild from the database."""
+        try:
+            self._load_spaces()
+        except BaseException:
+            self._forget()
+            raise
+
+    def _load_spaces(self) -> None:
+        generation = self._db_generation()
+        chained = self._meta_int(APPENDS_THROUGH) == generation
+        state = self._read_state()
+        saved_generation = state.get("generation")
+        saved = state.get("spaces", {})
+        indexes, dead, files, through, tail = {}, {}, {}, {}, {}
+        for space, dim in self._space_dims().items():
+            base = self._meta_int(BASE_KEY + space) if chained else None
+            entry = saved.get(space)
+            index, tail[space] = None, 0
+            current = entry is not None and saved_generation == generation  # the saved file is up to date
+            if (base is not None and 0 <= base <= self._generation and space in self._indexes
+                    and self._indexes[space].d == dim):  # what we hold, plus what was committed since
+                index, through[space], tail[space] = self._indexes[space], self._through[space], self._tail.get(space, 0)
+                if space in self._files:
+                    files[space] = self._files[space]
+            elif current or (entry is not None and base is not None and isinstance(saved_generation, int)
+                             and base <= saved_generation and isinstance(entry.get("through"), int)):
+                index = self._read_saved(space, dim, entry)
+                if index is not None:
+                    files[space] = entry
+                    through[space] = entry["through"] if isinstance(entry.get("through"), int) else self._max_row(space)
+            if index is None:
+                indexes[space], dead[space], through[space] = self._tune(self._build(space, dim)), 0, self._max_row(space)
+                continue
+            added = self._add_tail(space, index, through[space])
+            if added is not None and not index.is_trained:  # saved before it could be trained: train now
+                indexes[space], dead[space], through[space] = self._tune(self._build(space, dim)), 0, self._max_row(space)
+                files.pop(space, None)
+                continue
+            if added is not None:
+                through[space], tail[space] = added[1], tail[space] + added[0]
+                files.pop(space, None)
+            if current:  # another writer saved exactly this state
+                files[space], tail[space] = entry, 0
+            indexes[space], dead[space] = self._tune(index), index.ntotal - self._live_count(space)
+        self._indexes, self._dead, self._files, self._generation = indexes, dead, files, generation
+        self._through, self._tail = through, tail
+        self._gpu_copies.clear()
+
+    def _max_row(self, space: str) -> int:
+        return self._db.execute("SELECT COALESCE(MAX(row), 0) FROM vectors WHERE space=?", (space,)).fetchone()[0]
+
+    def _add_tail(self, space: str, index: Any, after: int) -> tuple[int, int] | None:
+        """Add the space's rows above ``after`` to ``index`` (if it is trained); returns
+        (how many, the highest row), or ``None`` when there are none."""
+        rows = self._db.execute("SELECT row, vector FROM vectors WHERE space=? AND row > ? ORDER BY row", (space, after))
+        count, last = 0, after
+        while batch := rows.fetchmany(4096):
+            count, last = count + len(batch), batch[-1][0]
+            if index.is_trained:
+                index.add_with_ids(np.frombuffer(b"".join(blob for _, blob in batch), dtype="<f4").reshape(len(batch), -1),
+                                   np.array([row for row, _ in batch], dtype="int64"))
+        return (count, last) if count else None
 
     def _read_state(self) -> dict[str, Any]:
         """``state.json``; an unreadable or old-format one counts as absent (everything is rebuilt)."""
@@ -266,27 +413,32 @@ class FaissStore(VectorStore):
                 "SELECT vector FROM vectors WHERE space=?", (space,))]
             if vectors:
                 index.train(np.stack(vectors))
-        rows = self._db.execute("SELECT row, vector FROM vectors WHERE space=? ORDER BY row", (space,))
-        while batch := rows.fetchmany(4096):
-            if not index.is_trained:
-                break
-            ids = np.array([row for row, _ in batch], dtype="int64")
-            index.add_with_ids(np.stack([np.frombuffer(blob, dtype="<f4") for _, blob in batch]), ids)
+        self._add_tail(space, index, 0)
         return index
 
     def _rebuild(self, space: str, dim: int) -> None:
-        self._indexes[space] = self._build(space, dim)
+        self._indexes[space] = self._tune(self._build(space, dim))
         self._dead[space] = 0
+        self._through[space] = self._max_row(space)
         self._files.pop(space, None)
+        self._force_save = True
+
+    @property
+    def unsaved(self) -> bool:
+        """Whether this store committed changes that its saved snapshots lack (they are
+        still safe in SQLite: opening adds them; ``save()`` writes them)."""
+        return self._unsaved
 
     def save(self) -> None:
         """Write the FAISS files of the spaces that changed, then the state, each atomically.
 
-        Called after every commit (by the writer, under the index's write lock). Spaces
-        untouched since their last save keep their file. Files of the previous state stay
-        (a reader may have just read it); older ones and ``.partial`` leftovers of a killed
-        save are removed."""
+        Called by the writer under the index's write lock: after commits (see the module
+        docstring for which), at the end of an import and when an index that wrote closes.
+        Spaces untouched since their last save keep their file. Files of the previous state
+        stay (a reader may have just read it); older ones and ``.partial`` leftovers of a
+        killed save are removed."""
         with self._lock:
+            self._refresh()  # save the newest state, whoever committed it
             folder = self.path / FAISS_DIR
             folder.mkdir(exist_ok=True)
             previous = {entry["file"] for entry in self._read_state().get("spaces", {}).values()}
@@ -294,9 +446,11 @@ class FaissStore(VectorStore):
             for space, index in sorted(self._indexes.items()):
                 entry = self._files.get(space)
                 if entry is None or not (folder / entry["file"]).exists():
-                    data = self.faiss.serialize_index(index).tobytes()
-                    entry = {"file": f"{space}-{self._generation}.faiss", "sha256": hashlib.sha256(data).hexdigest()}
+                    data = self.faiss.serialize_index(index)  # a uint8 array: hashed and written without a copy
+                    entry = {"file": f"{space}-{self._generation}.faiss", "sha256": hashlib.sha256(data).hexdigest(),
+                             "through": self._through.get(space, 0)}
                     atomic_write_bytes(folder / entry["file"], data)
+                    del data
                 files[space] = entry
             state = {"generation": self._generation, "spaces": files}
             atomic_write_bytes(folder / STATE_FILE, json.dumps(state, indent=1).encode())
@@ -305,6 +459,20 @@ class FaissStore(VectorStore):
                 if old.name not in keep:
                     old.unlink(missing_ok=True)
             self._files = files
+            self._tail = dict.fromkeys(self._indexes, 0)
+            self._unsaved = False
+
+    def _snapshot_due(self) -> bool:
+        """Whether the commit just mirrored should be saved now (see the module docstring)."""
+        if self._force_save:
+            return True
+        for space, index in self._indexes.items():
+            if space in self._files:
+                continue
+            tail = self._tail.get(space, 0)
+            if index.ntotal * index.d * 4 <= SMALL_SNAPSHOT_BYTES or tail >= TAIL_RATIO * max(index.ntotal - tail, 1):
+                return True
+        return False
 
     def _refresh(self) -> None:
         """Reload if another process committed since we last looked.
@@ -337,6 +505,7 @@ class FaissStore(VectorStore):
                 if self._db_generation() != self._generation:  # another process committed
                     self._load_snapshot()
                 yield
+                self._record_changes()
                 self._db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key='generation'")
                 self._db.execute("COMMIT")
             except BaseException:
@@ -346,6 +515,24 @@ class FaissStore(VectorStore):
             finally:
                 self._depth = 0
             self._after_commit()
+
+    def _record_changes(self) -> None:
+        """Record in the transaction which spaces changed other than by appending rows
+        above their highest one (``base:<space>`` = the new generation), and extend the
+        chain ``appends_through``; a chain broken by another release marks every space."""
+        generation = self._db_generation() + 1
+        changed: set[str] = set()
+        for kind, space, payload, *_ in self._pending:
+            if kind != "add" or (payload and min(payload) <= self._through.get(space, 0)):
+                changed.add(space)
+        spaces = set(self._space_dims())
+        if self._meta_int(APPENDS_THROUGH) != generation - 1:
+            changed |= spaces
+        marks = [(BASE_KEY + space, str(generation)) for space in sorted(changed & spaces)]
+        self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", [*marks, (APPENDS_THROUGH, str(generation))])
+        gone = sorted(changed - spaces)
+        self._db.executemany("DELETE FROM meta WHERE key=?", [(BASE_KEY + space,) for space in gone])
+        self._force_save = bool(changed)
 
     def _after_commit(self) -> None:
         """Mirror the commit into memory and save the FAISS files. The write is committed:
@@ -357,8 +544,10 @@ class FaissStore(VectorStore):
             logger.exception("Mirroring a committed write into the FAISS indexes failed; reloading from %s", DB_FILE)
             self._generation = self._data_version = -1
             return
+        self._unsaved = True
         try:
-            self.save()
+            if self._snapshot_due():
+                self.save()
         except (OSError, RuntimeError) as error:
             logger.warning("The write is committed, but saving the FAISS files of %s failed (%s); "
                            "they are rebuilt from %s when the store is next opened", self.path, error, DB_FILE)
@@ -369,38 +558,26 @@ class FaissStore(VectorStore):
         self._gpu_copies.clear()
         stale: dict[str, set[int]] = {}  # rows an index could not remove (HNSW)
         rebuild: set[str] = set()
-        for kind, space, payload in pending:
+        for kind, space, payload, *matrix in pending:
             self._files.pop(space, None)  # its saved file no longer matches
             if kind == "create":
-                self._indexes[space] = self._new_index(payload)
-                self._dead[space] = 0
+                self._indexes[space] = self._tune(self._new_index(payload))
+                self._dead[space], self._through[space], self._tail[space] = 0, 0, 0
             elif kind == "drop":
-                self._indexes.pop(space, None)
-                self._dead.pop(space, None)
+                for held in (self._indexes, self._dead, self._through, self._tail):
+                    held.pop(space, None)
             elif kind == "remove":
                 if not self._remove(space, payload):
                     stale.setdefault(space, set()).update(payload)
             elif stale.get(space, set()).intersection(payload):
                 rebuild.add(space)  # a row would have a stale and a fresh vector
-            elif self._indexes[space].is_trained:  # read the committed rows back in chunks
-                self._add_rows(space, payload)
+            elif self._indexes[space].is_trained:  # the committed vectors, as written to SQLite
+                self._indexes[space].add_with_ids(matrix[0], np.array(payload, dtype="int64"))
+                self._through[space] = max(self._through[space], max(payload, default=0))
+                self._tail[space] = self._tail.get(space, 0) + len(payload)
         for space, index in list(self._indexes.items()):
             if space in rebuild or not index.is_trained or self._dead[space] > COMPACT_RATIO * max(index.ntotal, 1):
                 self._rebuild(space, index.d)
-
-    def _add_rows(self, space: str, rows: list[int]) -> None:
-        index = self._indexes[space]
-        for start in range(0, len(rows), 4096):
-            chunk = rows[start : start + 4096]
-            found = self._db.execute(
-                f"SELECT row, vector FROM vectors WHERE space=? AND row IN ({','.join('?' * len(chunk))})",
-                [space, *chunk],
-            ).fetchall()
-            if found:
-                index.add_with_ids(
-                    np.stack([np.frombuffer(blob, dtype="<f4") for _, blob in found]),
-                    np.array([row for row, _ in found], dtype="int64"),
-                )
 
     def _remove(self, space: str, rows: list[int]) -> bool:
         """Remove rows from the space's index; False if it cannot (they become tombstones)."""
@@ -449,13 +626,7 @@ class FaissStore(VectorStore):
                 raise ValueError(f"upsert needs vectors for every space {sorted(dims)}, got {sorted(vectors)}")
             matrices = {space: self._checked(space, matrix, len(documents), dims[space]) for space, matrix in vectors.items()}
             self._delete_rows(list(self._rows_of([doc.id for doc in documents]).values()))
-            rows = [
-                self._db.execute(
-                    "INSERT INTO documents (id, text, metadata) VALUES (?, ?, ?)",
-                    (doc.id, doc.text, json.dumps(dict(doc.metadata))),
-                ).lastrowid
-                for doc in documents
-            ]
+            rows = self._insert_documents(documents)
             for space, matrix in matrices.items():
                 self._insert_vectors(space, rows, matrix)
             self._index_rows(rows)
@@ -473,19 +644,28 @@ class FaissStore(VectorStore):
             self._delete_vectors(rows, space)
             self._insert_vectors(space, rows, matrix)
 
+    def _insert_documents(self, documents: Sequence[Document]) -> list[int]:
+        """Insert ``documents`` with new rows (above every row ever used, as AUTOINCREMENT
+        would give them, in one statement); returns the rows."""
+        last = self._db.execute("SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name='documents'), 0), "
+                                "COALESCE((SELECT MAX(row) FROM documents), 0))").fetchone()[0]
+        rows = list(range(last + 1, last + 1 + len(documents)))
+        self._db.executemany("INSERT INTO documents (row, id, text, metadata) VALUES (?, ?, ?, ?)",
+                             [(row, doc.id, doc.text, json.dumps(dict(doc.metadata))) for row, doc in zip(rows, documents)])
+        return rows
+
     @staticmethod
     def _checked(space: str, matrix: np.ndarray, count: int, dim: int) -> np.ndarray:
-        matrix = np.ascontiguousarray(matrix, dtype="<f4")
+        matrix = np.array(matrix, dtype="<f4", order="C")  # a copy: the FAISS index gets it after the commit
         if matrix.shape != (count, dim):
             raise ValueError(f"space {space!r} needs a ({count}, {dim}) matrix, got {matrix.shape}")
         return matrix
 
     def _insert_vectors(self, space: str, rows: list[int], matrix: np.ndarray) -> None:
-        self._db.executemany(
-            "INSERT INTO vectors (space, row, vector) VALUES (?, ?, ?)",
-            [(space, row, vector.tobytes()) for row, vector in zip(rows, matrix)],
-        )
-        self._pending.append(("add", space, rows))
+        view, width = memoryview(matrix).cast("B"), matrix.shape[1] * 4  # slices of a C-contiguous matrix: no copies
+        self._db.executemany("INSERT INTO vectors (space, row, vector) VALUES (?, ?, ?)",
+                             [(space, row, view[i * width : (i + 1) * width]) for i, row in enumerate(rows)])
+        self._pending.append(("add", space, rows, matrix))
 
     def _delete_vectors(self, rows: list[int], space: str | None = None) -> None:
         """Delete the vectors of ``rows`` (in one space, or all) and queue their removal."""
@@ -614,19 +794,28 @@ class FaissStore(VectorStore):
         with self._lock:
             self._refresh()
             index = self._indexes[space]
-            params = None
+            query = np.ascontiguousarray(vector, dtype="float32").reshape(1, -1)
+            params = allowed = None
             if filter is not None:
                 allowed = np.fromiter((row for (row,) in self._db.execute(*self.filter_query(filter))), dtype="int64")
                 if not len(allowed):
                     return []
-                params = self._search_parameters(index, self.faiss.IDSelectorBatch(allowed))
-            fetch = min(k + self._dead[space], index.ntotal)
+                if not self._exact_filter(index, len(allowed)):
+                    params = self._search_parameters(index, self.faiss.IDSelectorBatch(allowed),
+                                                     len(allowed) / max(index.ntotal - self._dead[space], 1))
+                    allowed = None
+            rerank = (self.rerank or DEFAULT_RERANK) if self._compressed(index) else 1
+            fetch = min(k * rerank + self._dead[space], index.ntotal)
             if fetch <= 0:
                 return []
-            query = np.ascontiguousarray(vector, dtype="float32").reshape(1, -1)
-            searcher = index if params is not None else self._on_gpu(space, index)
-            scores, vids = searcher.search(query, fetch, params=params)
-            scores, vids = scores[0].tolist(), vids[0].tolist()
+            if allowed is not None:
+                scores, vids = self._scan(space, index, query[0], allowed, k)
+            else:
+                searcher = index if params is not None else self._on_gpu(space, index)
+                scores, vids = searcher.search(query, fetch, params=params)
+                scores, vids = scores[0].tolist(), vids[0].tolist()
+                if rerank > 1:
+                    scores, vids = self._scan(space, index, query[0], np.array([v for v in vids if v >= 0], dtype="int64"), k)
             order = [vid for vid in vids if vid >= 0]
             if not order:
                 return []
@@ -712,12 +901,60 @@ class FaissStore(VectorStore):
                 self._gpu_copies[space] = index
         return self._gpu_copies[space]
 
-    def _search_parameters(self, index: Any, selector: Any) -> Any:
+    def _exact_filter(self, index: Any, matching: int) -> bool:
+        """Whether a filtered search of ``index`` matching ``matching`` rows scans them
+        exactly: ANN indexes (not Flat, exact already) when few rows match. An HNSW walk or
+        the probed IVF lists rarely reach a small allowed set (recall@10 0.11-0.13 at 1% in
+        ``benchmarks/scale.py``), while scoring ``EXACT_FILTER_ROWS`` vectors costs a few
+        milliseconds whatever the size of the space."""
+        if isinstance(self.faiss.downcast_index(index.index), self.faiss.IndexFlat):
+            return False
+        return matching <= EXACT_FILTER_ROWS or matching <= EXACT_FILTER_RATIO * index.ntotal
+
+    def _scan(self, space: str, index: Any, query: np.ndarray, rows: np.ndarray, k: int) -> tuple[list[float], list[int]]:
+        """Exact top ``k`` of ``rows`` (FAISS's scores and ids): their vectors come from the
+        index where it keeps them whole (HNSW over Flat), else from SQLite."""
+        faiss = self.faiss
+        vectors = None
+        if isinstance(faiss.downcast_index(index.index), faiss.IndexHNSWFlat):
+            try:
+                vectors = index.reconstruct_batch(rows)
+            except RuntimeError:  # a row the index lacks: read them all from the database
+                vectors = None
+        if vectors is None:
+            found = []
+            for start in range(0, len(rows), 30_000):
+                found += self._db.execute("SELECT row, vector FROM vectors WHERE space=? AND row IN "
+                                          "(SELECT value FROM json_each(?))",
+                                          (space, json.dumps(rows[start : start + 30_000].tolist()))).fetchall()
+            if not found:
+                return [], []
+            rows = np.array([row for row, _ in found], dtype="int64")
+            vectors = np.frombuffer(b"".join(blob for _, blob in found), dtype="<f4").reshape(len(found), -1)
+        if self.metric == "ip":
+            scores = vectors @ query
+            order = np.argsort(-scores, kind="stable") if len(rows) <= k else None
+        else:
+            scores = ((vectors - query) ** 2).sum(axis=1)
+            order = np.argsort(scores, kind="stable") if len(rows) <= k else None
+        if order is None:
+            sign = -1 if self.metric == "ip" else 1
+            best = np.argpartition(sign * scores, k - 1)[:k]
+            order = best[np.argsort(sign * scores[best], kind="stable")]
+        return scores[order].tolist(), rows[order].tolist()
+
+    def _search_parameters(self, index: Any, selector: Any, fraction: float) -> Any:
+        """Search parameters with ``selector``; an ANN index searches deeper in proportion
+        to the rows the filter excludes (``ef_search`` / ``nprobe`` divided by the fraction
+        of rows allowed, within bounds), so that the walk still meets enough allowed rows."""
         faiss = self.faiss
         inner = faiss.downcast_index(index.index)
-        kind = faiss.SearchParametersHNSW if isinstance(inner, faiss.IndexHNSW) else (
-            faiss.SearchParametersIVF if isinstance(inner, faiss.IndexIVF) else faiss.SearchParameters)
-        return kind(sel=selector)
+        widen = 1 / max(fraction, 1e-6)
+        if isinstance(inner, faiss.IndexHNSW):
+            return faiss.SearchParametersHNSW(sel=selector, efSearch=int(min(inner.hnsw.efSearch * widen, 4096)))
+        if isinstance(inner, faiss.IndexIVF):
+            return faiss.SearchParametersIVF(sel=selector, nprobe=int(min(inner.nprobe * widen, inner.nlist)))
+        return faiss.SearchParameters(sel=selector)
 
     @_damage_is_corruption
     def __len__(self) -> int:
