@@ -304,6 +304,45 @@ def test_a_journal_left_by_a_dead_writer_is_rolled_back_torn_line_and_all(tmp_pa
     assert open_store("qdrant", tmp_path, {}).get(["d3"])[0].text == "text 3"  # and the stamp agrees
 
 
+def test_a_space_half_deleted_by_a_killed_drop_is_made_anew_on_recovery(tmp_path, monkeypatch):
+    """qdrant-edge does not delete a vector name atomically: a writer killed inside
+    ``drop_space`` can leave a name the shard still lists but refuses writes to ("Not existing
+    vector name", seen in the crash trials of ``create_space``; the store then could not be
+    opened). Recovery deletes such a space and refills it from the journal."""
+    from inbedder_retrieval.stores.qdrant_edge_engine import EdgeEngine
+
+    vectors = _filled(tmp_path)
+    store = open_store("qdrant", tmp_path, {})
+    transaction = store.transaction()
+    transaction.__enter__()  # a writer killed inside drop_space, after journaling it
+    monkeypatch.setattr(store, "_delete_vector", lambda space: None)
+    store.drop_space("a")
+    store.engine.close()
+    store._journal._lock.release()
+    monkeypatch.undo()
+    half = {"a"}  # the name the killed writer left half deleted: listed, but writes to it fail
+    upsert, delete_vector = EdgeEngine.upsert, EdgeEngine.delete_vector
+
+    def refusing_upsert(self, points):
+        if any(half & set(point.vectors) for point in points):
+            raise Exception("Not existing vector name error: a")
+        return upsert(self, points)
+
+    def deleting(self, name):
+        half.discard(name)
+        return delete_vector(self, name)
+
+    monkeypatch.setattr(EdgeEngine, "upsert", refusing_upsert)
+    monkeypatch.setattr(EdgeEngine, "delete_vector", deleting)
+    again = open_store("qdrant", tmp_path, {})
+    ids = [f"d{i}" for i in range(30)]
+    restored = again.get_vectors("a", ids)
+    np.testing.assert_allclose(np.stack([restored[i] for i in ids]), vectors["a"], atol=1e-6)
+    assert again.spaces() == ["a", "b"] and again.search("a", vectors["a"][7], 1)[0].id == "d7"
+    assert not (tmp_path / "qdrant-store" / JOURNAL).exists()
+    again.close()
+
+
 def test_a_second_process_gets_index_locked_error(tmp_path):
     _filled(tmp_path)
     store = open_store("qdrant", tmp_path, {})

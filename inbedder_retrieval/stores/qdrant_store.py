@@ -276,8 +276,12 @@ class QdrantStore(VectorStore):
             if entry["created"] in self._space_dims(refresh=True):
                 self._delete_vector(entry["created"])
         elif "dropped" in entry:
-            if entry["dropped"] not in self._space_dims(refresh=True):
-                self._create_vector(entry["dropped"], entry["dim"])
+            # The journal holds every point that had a vector of the space, so the space is made
+            # anew and refilled; one that still exists may be half deleted (qdrant-edge does not
+            # delete a vector name atomically, and writing to such a name fails).
+            if entry["dropped"] in self._space_dims(refresh=True):
+                self._delete_vector(entry["dropped"])
+            self._create_vector(entry["dropped"], entry["dim"])
         elif "field" in entry:  # a payload index created: restore the previous one, or none
             self.engine.delete_field_index(entry["field"])
             if entry["kind"] is not None:
