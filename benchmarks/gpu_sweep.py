@@ -148,7 +148,8 @@ def sweep(args: argparse.Namespace) -> None:
     started = time.time()
     plan = json.loads(Path(args.plan).read_text())
     datasets = {run["name"]: build_data(work, run.get("data")) for run in plan["runs"]}
-    records = max(sum(1 for _ in data.open()) for data in datasets.values())
+    counts = {data: sum(1 for _ in data.open()) for data in set(datasets.values())}
+    records = max(counts.values())
     scale = _epoch_scale(plan, Path(args.calibration) if args.calibration else None, args.train_budget, records)
     print(f"at most {records} records; epoch scale {scale:.3f}", flush=True)
     processes, meta = {}, {}
@@ -156,7 +157,7 @@ def sweep(args: argparse.Namespace) -> None:
         epochs = round(run["epochs"] * scale, 3)
         data = datasets[run["name"]]
         meta[run["name"]] = {"planned_epochs": run["epochs"], "epochs": epochs, "args": run["args"],
-                             "data": run.get("data", {}), "records": sum(1 for _ in data.open())}
+                             "data": run.get("data", {}), "records": counts[data]}
         cmd = _cli(*_train_args(run, data, work / run["name"], epochs, args.device), "--base", args.base,
                    *(["--max-steps", str(args.max_steps)] if args.max_steps else []))
         processes[run["name"]] = _start(cmd, work / f"train-{run['name']}.log")

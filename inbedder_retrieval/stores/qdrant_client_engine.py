@@ -76,7 +76,8 @@ class ClientEngine:
         url, api_key: a server or cluster; location: ``":memory:"``; path: a trusted
             local-mode folder.
         create: create the collection (it must not exist on a server); otherwise it must.
-        options: ``COLLECTION_OPTIONS`` for a new collection and ``UPLOAD_OPTIONS`` for writes.
+        options: ``COLLECTION_OPTIONS`` for a new collection and ``UPLOAD_OPTIONS`` for writes
+            (checked by the store with ``check_client_options``).
     """
 
     #: a server is shared: other processes may write, so the store keeps no stamp of it
@@ -84,7 +85,6 @@ class ClientEngine:
 
     def __init__(self, collection: str, *, create: bool, url: str | None = None, api_key: str | None = None,
                  location: str | None = None, path: Path | None = None, **options: int) -> None:
-        check_client_options(options)
         QdrantClient, self.models = _qdrant()
         self.upload = {argument: options.get(name, default) for name, (argument, default) in UPLOAD_OPTIONS.items()}
         self.collection = collection
