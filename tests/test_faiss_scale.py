@@ -72,6 +72,29 @@ def test_reopen_after_commits_no_snapshot_holds_returns_every_row(tmp_path, no_s
     again.close()
 
 
+@pytest.mark.parametrize(("factory", "saves"), [("Flat", 0), ("HNSW16", 3)])
+def test_only_indexes_with_a_costly_rebuild_are_saved_as_their_tail_grows(tmp_path, monkeypatch, factory, saves):
+    """Appends double a space 3 times past the small size: HNSW is saved at each doubling,
+    Flat, whose tail is a copy from SQLite, waits for ``save()``."""
+    monkeypatch.setattr(faiss_store, "SMALL_SNAPSHOT_BYTES", 100 * DIM * 4)
+    rng = np.random.default_rng(4)
+    vectors = unit(rng.normal(size=(800, DIM)))
+    store = open_store("faiss", tmp_path, {"factory": factory}, create=True)
+    store.create_space("a", DIM)
+    store.upsert(docs(0, 100), {"a": vectors[:100]})  # small: saved
+    saved = [state_of(tmp_path)["generation"]]
+    for start, stop in ((100, 200), (200, 400), (400, 800)):
+        store.upsert(docs(start, stop), {"a": vectors[start:stop]})
+        saved.append(state_of(tmp_path)["generation"])
+    assert len(set(saved)) - 1 == saves and store.unsaved == (factory == "Flat")
+    store.save()
+    store.close()
+    again = open_store("faiss", tmp_path, {"factory": factory})
+    assert again._tail["a"] == 0 and again._indexes["a"].ntotal == 800
+    assert all(again.search("a", vectors[i], 1)[0].id == f"d{i}" for i in range(0, 800, 37))
+    again.close()
+
+
 def test_a_reader_adds_only_the_rows_committed_since_it_last_looked(tmp_path, no_snapshots, monkeypatch):
     rng = np.random.default_rng(1)
     vectors = unit(rng.normal(size=(200, DIM)))

@@ -6,7 +6,8 @@ files (never pickle), recorded in ``state.json`` with the SQLite generation they
 the highest row each one holds (``through``) and their SHA-256. A file that is missing or
 whose hash does not match is rebuilt from SQLite (with a warning), so damage to a derived
 file never gives wrong answers. A missing, empty or unreadable database raises
-``CorruptIndexError`` naming it; opening an existing store never writes.
+``CorruptIndexError`` naming it; opening an existing store never writes. The snapshot is also
+the second copy of every vector that ``verify`` compares with SQLite's.
 
 Snapshots and tails: a commit that only appends new rows to a space (every bulk import
 chunk) need not rewrite its snapshot. SQLite records, in the commit itself, the generation
@@ -18,7 +19,8 @@ reaches the current generation: opening adds those rows (the tail) from SQLite, 
 reader that already holds the space adds only the rows committed since. Anything else
 (a stale snapshot, a broken chain) is rebuilt from SQLite, as before. The writer saves a
 snapshot after every commit that was not append-only, while a space is small
-(``SMALL_SNAPSHOT_BYTES``), when a space's tail reaches ``TAIL_RATIO`` of its saved rows
+(``SMALL_SNAPSHOT_BYTES``), when the tail of a space whose rebuild costs more than a copy
+(any index but plain Flat, see ``_costly_tail``) reaches ``TAIL_RATIO`` of its saved rows
 (so the bytes written stay linear in the rows), on ``save()`` (``import_embeddings`` calls
 it at its end) and when an index that wrote closes.
 
@@ -55,7 +57,7 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import atomic_write_bytes
+from ..atomic import atomic_file, atomic_write_bytes
 from ..errors import CorruptIndexError
 from ..validation import check_ids, check_k
 from .base import Document, Filter, Hit, VectorStore, check_field_kind
@@ -111,6 +113,15 @@ CREATE TABLE IF NOT EXISTS vectors (
 CREATE INDEX IF NOT EXISTS vectors_by_row ON vectors (row);
 INSERT OR IGNORE INTO meta VALUES ('generation', '0');
 """
+
+
+def _file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file read in chunks (a multi-GiB snapshot is never held in memory)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while block := file.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _damage_is_corruption(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -379,15 +390,15 @@ class FaissStore(VectorStore):
             return None
         file = self.path / FAISS_DIR / entry["file"]
         try:
-            data = file.read_bytes()
+            digest = _file_sha256(file)
         except OSError as error:
             logger.warning("%s cannot be read (%s): rebuilding it from %s", file, error, DB_FILE)
             return None
-        if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        if digest != entry["sha256"]:
             logger.warning("%s is damaged (checksum mismatch): rebuilding it from %s", file, DB_FILE)
             return None
-        try:
-            index = self.faiss.deserialize_index(np.frombuffer(data, dtype="uint8"))
+        try:  # saved files are never rewritten (each save names new ones), so this is the file just hashed
+            index = self.faiss.read_index(str(file))
         except RuntimeError as error:
             logger.warning("%s is unreadable (%s): rebuilding it from %s", file, error, DB_FILE)
             return None
@@ -423,6 +434,25 @@ class FaissStore(VectorStore):
         self._files.pop(space, None)
         self._force_save = True
 
+    def _costly_tail(self, index: Any) -> bool:
+        """Whether adding a long tail to ``index`` at open costs more than reading it from a
+        snapshot: every type but plain Flat, whose tail is a copy of the vectors from SQLite
+        (about 190,000 vectors/s, faster than reading and hashing a snapshot: benchmarks/README.md).
+        A Flat space is therefore saved on ``save()`` only, which halves the bytes an import writes."""
+        return not isinstance(self.faiss.downcast_index(index.index), self.faiss.IndexFlat)
+
+    def _write_index(self, index: Any, target: Path) -> str:
+        """Write ``index`` to ``target`` atomically, streamed (no serialized copy in
+        memory); returns the file's SHA-256."""
+        digest = hashlib.sha256()
+        with atomic_file(target) as file:
+            def write(chunk: bytes) -> None:
+                digest.update(chunk)
+                file.write(chunk)
+
+            self.faiss.write_index(index, self.faiss.PyCallbackIOWriter(write))
+        return digest.hexdigest()
+
     @property
     def unsaved(self) -> bool:
         """Whether this store committed changes that its saved snapshots lack (they are
@@ -446,11 +476,8 @@ class FaissStore(VectorStore):
             for space, index in sorted(self._indexes.items()):
                 entry = self._files.get(space)
                 if entry is None or not (folder / entry["file"]).exists():
-                    data = self.faiss.serialize_index(index)  # a uint8 array: hashed and written without a copy
-                    entry = {"file": f"{space}-{self._generation}.faiss", "sha256": hashlib.sha256(data).hexdigest(),
-                             "through": self._through.get(space, 0)}
-                    atomic_write_bytes(folder / entry["file"], data)
-                    del data
+                    entry = {"file": f"{space}-{self._generation}.faiss", "through": self._through.get(space, 0)}
+                    entry["sha256"] = self._write_index(index, folder / entry["file"])
                 files[space] = entry
             state = {"generation": self._generation, "spaces": files}
             atomic_write_bytes(folder / STATE_FILE, json.dumps(state, indent=1).encode())
@@ -470,7 +497,8 @@ class FaissStore(VectorStore):
             if space in self._files:
                 continue
             tail = self._tail.get(space, 0)
-            if index.ntotal * index.d * 4 <= SMALL_SNAPSHOT_BYTES or tail >= TAIL_RATIO * max(index.ntotal - tail, 1):
+            if index.ntotal * index.d * 4 <= SMALL_SNAPSHOT_BYTES or (
+                    self._costly_tail(index) and tail >= TAIL_RATIO * max(index.ntotal - tail, 1)):
                 return True
         return False
 
@@ -902,21 +930,19 @@ class FaissStore(VectorStore):
         return self._gpu_copies[space]
 
     def _exact_filter(self, index: Any, matching: int) -> bool:
-        """Whether a filtered search of ``index`` matching ``matching`` rows scans them
-        exactly: ANN indexes (not Flat, exact already) when few rows match. An HNSW walk or
-        the probed IVF lists rarely reach a small allowed set (recall@10 0.11-0.13 at 1% in
-        ``benchmarks/scale.py``), while scoring ``EXACT_FILTER_ROWS`` vectors costs a few
-        milliseconds whatever the size of the space."""
-        if isinstance(self.faiss.downcast_index(index.index), self.faiss.IndexFlat):
-            return False
+        """Whether a filtered search of ``index`` matching ``matching`` rows scores just
+        those rows' vectors, when few rows match. An HNSW walk or the probed IVF lists rarely
+        reach a small allowed set (recall@10 0.11-0.13 at 1% in ``benchmarks/scale.py``), and
+        a Flat search with a selector still visits every row (64 ms at 1M), while scoring
+        ``EXACT_FILTER_ROWS`` vectors costs a few milliseconds whatever the size of the space."""
         return matching <= EXACT_FILTER_ROWS or matching <= EXACT_FILTER_RATIO * index.ntotal
 
     def _scan(self, space: str, index: Any, query: np.ndarray, rows: np.ndarray, k: int) -> tuple[list[float], list[int]]:
         """Exact top ``k`` of ``rows`` (FAISS's scores and ids): their vectors come from the
-        index where it keeps them whole (HNSW over Flat), else from SQLite."""
+        index where it keeps them whole (Flat, HNSW over Flat), else from SQLite."""
         faiss = self.faiss
         vectors = None
-        if isinstance(faiss.downcast_index(index.index), faiss.IndexHNSWFlat):
+        if isinstance(faiss.downcast_index(index.index), (faiss.IndexFlat, faiss.IndexHNSWFlat)):
             try:
                 vectors = index.reconstruct_batch(rows)
             except RuntimeError:  # a row the index lacks: read them all from the database
