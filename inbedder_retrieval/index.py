@@ -35,6 +35,7 @@ from .errors import CorruptIndexError, IncompatibleIndexError, IndexLockedError,
 from .manifest import FORMAT_VERSION, MANIFEST, dtype_hint, read_manifest
 from .models import REGISTRY, entry_with_fingerprint
 from .progress import show_progress
+from .read_ahead import read_ahead
 from .shards import ShardChunk, iter_shard, shard_columns, shard_paths, shard_summary
 from .stores import Document, Filter, Hit, VectorStore, open_store
 from .stores.base import check_field_kind
@@ -403,11 +404,12 @@ class InstructionIndex:
             total = sum(rows for _, rows in plan.values())
             with tqdm(total=total, desc="Importing", unit="text",
                       disable=not show_progress(show_progress_bar, total)) as bar:
-                for file, (columns, _) in plan.items():
-                    for chunk in iter_shard(file, columns, self.model.dim, chunk_size):
-                        written = self._import_chunk(chunk)
-                        imported, skipped = imported + written, skipped + len(chunk.documents) - written
-                        bar.update(len(chunk.documents))
+                chunks = (chunk for file, (columns, _) in plan.items()
+                          for chunk in iter_shard(file, columns, self.model.dim, chunk_size))
+                for chunk in read_ahead(chunks):  # the next chunk is read while this one is written
+                    written = self._import_chunk(chunk)
+                    imported, skipped = imported + written, skipped + len(chunk.documents) - written
+                    bar.update(len(chunk.documents))
             if getattr(self.store, "unsaved", False):
                 self.store.save()
         return ImportReport(shards=len(files), imported=imported, skipped=skipped)
