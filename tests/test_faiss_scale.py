@@ -280,10 +280,12 @@ def test_bad_search_options_are_clear_errors_and_create_nothing(tmp_path, option
 
 
 # -- exact filtered search on ANN indexes ---------------------------------------------------------
-@pytest.mark.parametrize("factory", ["HNSW16", "IVF8,Flat", "IVF8,PQ4np"])
+@pytest.mark.parametrize("factory", ["Flat", "HNSW16", "IVF8,Flat", "IVF8,PQ4np"])
 @pytest.mark.parametrize("metric", ["ip", "l2"])
-def test_a_selective_filter_on_an_ann_index_gives_the_exact_top_k(tmp_path, factory, metric, monkeypatch):
-    monkeypatch.setattr(faiss_store.FaissStore, "_search_parameters", lambda *a: pytest.fail("walked the ANN index"))
+def test_a_selective_filter_gives_the_exact_top_k_from_the_matching_rows_only(tmp_path, factory, metric, monkeypatch):
+    monkeypatch.setattr(faiss_store.FaissStore, "_search_parameters", lambda *a: pytest.fail("searched the whole index"))
+    if factory in ("Flat", "HNSW16"):  # they keep the vectors: none is read from SQLite
+        monkeypatch.setattr(faiss_store.FaissStore, "_db_vectors", lambda *a: pytest.fail("read vectors from SQLite"))
     rng = np.random.default_rng(7)
     vectors = unit(rng.normal(size=(2000, DIM)))
     store = open_store("faiss", tmp_path, {"factory": factory, "metric": metric}, create=True)

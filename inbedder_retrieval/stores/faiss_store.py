@@ -948,15 +948,9 @@ class FaissStore(VectorStore):
             except RuntimeError:  # a row the index lacks: read them all from the database
                 vectors = None
         if vectors is None:
-            found = []
-            for start in range(0, len(rows), 30_000):
-                found += self._db.execute("SELECT row, vector FROM vectors WHERE space=? AND row IN "
-                                          "(SELECT value FROM json_each(?))",
-                                          (space, json.dumps(rows[start : start + 30_000].tolist()))).fetchall()
-            if not found:
+            rows, vectors = self._db_vectors(space, rows)
+            if not len(rows):
                 return [], []
-            rows = np.array([row for row, _ in found], dtype="int64")
-            vectors = np.frombuffer(b"".join(blob for _, blob in found), dtype="<f4").reshape(len(found), -1)
         if self.metric == "ip":
             scores = vectors @ query
             order = np.argsort(-scores, kind="stable") if len(rows) <= k else None
@@ -968,6 +962,18 @@ class FaissStore(VectorStore):
             best = np.argpartition(sign * scores, k - 1)[:k]
             order = best[np.argsort(sign * scores[best], kind="stable")]
         return scores[order].tolist(), rows[order].tolist()
+
+    def _db_vectors(self, space: str, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The stored ones of ``rows`` and their vectors, read from SQLite."""
+        found = []
+        for start in range(0, len(rows), 30_000):
+            found += self._db.execute("SELECT row, vector FROM vectors WHERE space=? AND row IN "
+                                      "(SELECT value FROM json_each(?))",
+                                      (space, json.dumps(rows[start : start + 30_000].tolist()))).fetchall()
+        if not found:
+            return np.zeros(0, dtype="int64"), np.zeros((0, 0), dtype="float32")
+        matrix = np.frombuffer(b"".join(blob for _, blob in found), dtype="<f4").reshape(len(found), -1)
+        return np.array([row for row, _ in found], dtype="int64"), matrix
 
     def _search_parameters(self, index: Any, selector: Any, fraction: float) -> Any:
         """Search parameters with ``selector``; an ANN index searches deeper in proportion
