@@ -480,7 +480,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return 0
     if args.unseen:
         _eval_unseen(model, embedders, args.fixture or list(FIXTURES), args.batch_size, args.unseen_wordings,
-                     args.unseen_per_cell, args.unseen_json)
+                     args.unseen_per_cell, args.unseen_json, args.unseen_file)
         return 0
     rows = [
         evaluate(name, embed, fixture, load_sample(fixture), FIXTURES[fixture])
@@ -508,15 +508,23 @@ def _eval_hub(embedders: dict, names: list[str], limit: int | None) -> None:
 
 
 def _eval_unseen(model, embedders: dict, fixtures: list[str], batch_size: int, per_aspect: int | None,
-                 per_cell: int | None, json_path: str | None) -> None:
-    """Triplet accuracy under held-out and seen instruction wordings (``evaluation.unseen``)."""
+                 per_cell: int | None, json_path: str | None, wordings_file: str | None) -> None:
+    """Triplet accuracy under held-out and seen instruction wordings (``evaluation.unseen``):
+    the shipped ones, or those of ``wordings_file`` (the fixtures it covers)."""
     from dataclasses import asdict
 
-    from .evaluation.unseen import (balanced_subset, embed_many_with, load_wordings, markdown_tables, score_wordings,
-                                    summarise)
+    from .evaluation.unseen import (balanced_subset, embed_many_with, load_wordings, markdown_tables, parse_wordings,
+                                    score_wordings, summarise)
     from .samples import load_sample
 
-    wordings = load_wordings()
+    if wordings_file:
+        labelled = {name: [key for key in load_sample(name)[0] if key not in ("id", "text")] for name in FIXTURES}
+        wordings = parse_wordings(Path(wordings_file).read_text("utf-8"), wordings_file, labelled)
+        fixtures = [fixture for fixture in fixtures if any(entry.fixture == fixture for entry in wordings.values())]
+        if not fixtures:
+            raise ValueError(f"{wordings_file} has no wording for the fixture(s) asked for")
+    else:
+        wordings = load_wordings()
     many = {name: (lambda texts, qs: model.encode_many(texts, qs, batch_size=batch_size))
             if name.startswith("InBedder") else embed_many_with(embed) for name, embed in embedders.items()}
     scores: dict[str, list] = {name: [] for name in many}
@@ -770,6 +778,10 @@ def build_parser() -> argparse.ArgumentParser:
                             help="with --unseen, only the first N texts of each pair of the fixture's two main labels")
     evaluation.add_argument("--unseen-json", default=None, metavar="PATH",
                             help="with --unseen, also write every wording's score to this JSON file")
+    evaluation.add_argument("--unseen-file", default=None, metavar="PATH",
+                            help="with --unseen, score the wordings of this JSON file (the format of the shipped "
+                                 "unseen_wordings.json: {\"fixture/aspect\": {\"contrast\": ..., \"held_out\": [...], "
+                                 "\"seen\": [...]}}) instead of the shipped ones, on the fixtures it covers")
     evaluation.add_argument("--hub-limit", type=int, default=None, metavar="N", help="use the first N rows of each set")
     _model_options(evaluation)
     evaluation.set_defaults(handler=cmd_eval)

@@ -25,6 +25,7 @@ from inbedder_retrieval.evaluation.unseen import (
     markdown_tables,
     near_held_out,
     normalise,
+    parse_wordings,
     score_wordings,
     summarise,
 )
@@ -177,6 +178,36 @@ def test_cli_eval_unseen_on_a_tiny_model(tiny_model_dir, tmp_path, capsys):
     (rows,) = json.loads(out.read_text()).values()
     assert len(rows) == 8 and sum(row["held_out"] for row in rows) == 4  # 2 aspects x (2 held out + 2 seen)
     assert all(0 <= row["accuracy"] <= 1 for row in rows)
+
+
+def test_cli_eval_unseen_scores_the_wordings_of_a_file(tiny_model_dir, tmp_path, capsys):
+    wordings = tmp_path / "mine.json"
+    wordings.write_text(json.dumps({"helpdesk_tickets/urgency": {
+        "contrast": "subject", "held_out": ["How soon must IT react?", "Can this wait?"], "seen": []}}))
+    out = tmp_path / "scores.json"
+    assert main(["eval", "--unseen", "--unseen-file", str(wordings), "--model", str(tiny_model_dir("llama")),
+                 "--device", "cpu", "--no-baselines", "--unseen-per-cell", "2", "--unseen-json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| helpdesk_tickets/urgency |" in printed and "helpdesk_tickets/subject" not in printed
+    (rows,) = json.loads(out.read_text()).values()
+    assert [row["wording"] for row in rows] == ["How soon must IT react?", "Can this wait?"]
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("[1, 2]", "must be a non-empty JSON object"),
+    ("{nope", "is not JSON"),
+    ('{"helpdesk": {"contrast": "subject", "held_out": ["a?"]}}', "must be 'fixture/aspect'"),
+    ('{"helpdesk_tickets/urgency": {"held_out": ["a?"]}}', "needs a 'contrast' aspect"),
+    ('{"helpdesk_tickets/urgency": {"contrast": "subject", "held_out": [""]}}', "non-empty wordings"),
+    ('{"helpdesk_tickets/urgency": {"contrast": "subject", "held_out": [], "seen": []}}', "has no wording"),
+    ('{"recipes/course": {"contrast": "diet", "held_out": ["a?"]}}', "unknown fixture 'recipes'"),
+    ('{"helpdesk_tickets/mood": {"contrast": "subject", "held_out": ["a?"]}}', "has no aspect 'mood'"),
+])
+def test_a_wordings_file_with_a_mistake_is_refused_naming_it(content, message):
+    fixtures = {"helpdesk_tickets": ["subject", "urgency"]}
+    with pytest.raises(ValueError, match=re.escape(message)) as caught:
+        parse_wordings(content, "mine.json", fixtures)
+    assert str(caught.value).startswith("mine.json")
 
 
 # Fast form of the full measurement (`make test`): 36 + 32 texts, the first 3 held-out wordings per

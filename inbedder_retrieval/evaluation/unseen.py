@@ -57,11 +57,42 @@ class AspectWordings:
 @cache
 def load_wordings() -> dict[str, AspectWordings]:
     """The shipped wordings, ``{"fixture/aspect": AspectWordings}``."""
-    text = resources.files("inbedder_retrieval.data").joinpath("unseen_wordings.json").read_text("utf-8")
+    return parse_wordings(resources.files("inbedder_retrieval.data").joinpath("unseen_wordings.json").read_text("utf-8"),
+                          "unseen_wordings.json")
+
+
+def parse_wordings(text: str, source: str, fixtures: Mapping[str, Sequence[str]] | None = None) -> dict[str, AspectWordings]:
+    """Wordings from JSON in the format of the shipped ``unseen_wordings.json``:
+    ``{"fixture/aspect": {"contrast": aspect, "held_out": [...], "seen": [...]}}``. With
+    ``fixtures`` (``{fixture: aspects}``), keys and contrasts are checked against them.
+    Mistakes are a ``ValueError`` naming ``source`` and the key."""
+    try:
+        data = json.loads(text)
+    except ValueError as error:
+        raise ValueError(f"{source} is not JSON: {error}") from None
+    if not isinstance(data, dict) or not data:
+        raise ValueError(f"{source} must be a non-empty JSON object of 'fixture/aspect' keys")
     wordings = {}
-    for key, entry in json.loads(text).items():
-        fixture, aspect = key.split("/")
-        wordings[key] = AspectWordings(fixture, aspect, entry["contrast"], tuple(entry["held_out"]), tuple(entry["seen"]))
+    for key, entry in data.items():
+        fixture, _, aspect = key.partition("/")
+        if not (fixture and aspect) or not isinstance(entry, dict):
+            raise ValueError(f"{source}: {key!r} must be 'fixture/aspect' with an object as value")
+        lists = [entry.get(part, []) for part in ("held_out", "seen")]
+        if not isinstance(entry.get("contrast"), str) or not all(
+                isinstance(words, list) and all(isinstance(w, str) and w.strip() for w in words) for words in lists):
+            raise ValueError(f"{source}: {key!r} needs a 'contrast' aspect and lists of non-empty wordings "
+                             "'held_out' and 'seen'")
+        if not any(lists):
+            raise ValueError(f"{source}: {key!r} has no wording")
+        if fixtures is not None:
+            known = fixtures.get(fixture)
+            if known is None:
+                raise ValueError(f"{source}: unknown fixture {fixture!r} in {key!r}; shipped: {', '.join(fixtures)}")
+            for name in (aspect, entry["contrast"]):
+                if name not in known:
+                    raise ValueError(f"{source}: {key!r}: the fixture {fixture!r} has no aspect {name!r} "
+                                     f"(it has {', '.join(known)})")
+        wordings[key] = AspectWordings(fixture, aspect, entry["contrast"], tuple(lists[0]), tuple(lists[1]))
     return wordings
 
 
