@@ -327,6 +327,7 @@ def test_a_larger_filter_searches_the_ann_index_deeper(tmp_path, monkeypatch):
 
     monkeypatch.setattr(faiss_store, "EXACT_FILTER_ROWS", 0)
     monkeypatch.setattr(faiss_store, "EXACT_FILTER_RATIO", 0.0)
+    monkeypatch.setattr(faiss_store, "POST_FILTER_ROUNDS", 0)
     store = open_store("faiss", tmp_path, {"factory": "HNSW16", "ef_search": 20}, create=True)
     store.create_space("a", DIM)
     vectors = unit(np.random.default_rng(9).normal(size=(1000, DIM)))
@@ -342,6 +343,46 @@ def test_a_larger_filter_searches_the_ann_index_deeper(tmp_path, monkeypatch):
     monkeypatch.setattr(faiss_store.FaissStore, "_search_parameters", spy)
     store.search("a", vectors[0], 10, {"rare": 1})
     assert seen == [200] and isinstance(faiss.downcast_index(store._indexes["a"].index), faiss.IndexHNSW)
+    store.close()
+
+
+@pytest.mark.parametrize("factory", ["Flat", "IVF8,PQ4np"])
+def test_a_broad_filter_keeps_the_matching_rows_among_unfiltered_candidates(tmp_path, monkeypatch, factory):
+    """Above the exact threshold, the top candidates are filtered in SQL: no selector, the
+    matching rows are never all read, and on Flat the result is exact."""
+    monkeypatch.setattr(faiss_store, "EXACT_FILTER_ROWS", 50)
+    monkeypatch.setattr(faiss_store.FaissStore, "_search_parameters", lambda *a: pytest.fail("used a selector"))
+    rng = np.random.default_rng(11)
+    vectors = unit(rng.normal(size=(2000, DIM)))
+    store = open_store("faiss", tmp_path, {"factory": factory, "nprobe": 8} if "IVF" in factory else {}, create=True)
+    store.create_space("a", DIM)
+    store.upsert(docs(0, 2000), {"a": vectors})
+    allowed = np.arange(2000) % 10 < 5  # 50%
+    statements = []
+    store._db.set_trace_callback(statements.append)
+    for query in unit(rng.normal(size=(10, DIM))):
+        hits = [hit.id for hit in store.search("a", query, 10, {"rare": {"$lt": 5}})]
+        assert hits == exact(vectors, query, 10, allowed)  # IVF8,PQ4np: 8 lists probed, 10 x k rescored exactly
+    assert not any("LIMIT" not in sql and "json_each" not in sql and "rare" in sql for sql in statements)
+    store.close()
+
+
+def test_a_broad_filter_whose_rows_rank_last_falls_back_to_a_selector(tmp_path, monkeypatch):
+    monkeypatch.setattr(faiss_store, "EXACT_FILTER_ROWS", 50)
+    monkeypatch.setattr(faiss_store, "POST_FILTER_GROWTH", 1)  # the deeper search still misses every matching row
+    used = []
+    real = faiss_store.FaissStore._search_parameters
+    monkeypatch.setattr(faiss_store.FaissStore, "_search_parameters", lambda *a: used.append(1) or real(*a))
+    rng = np.random.default_rng(12)
+    query = unit(rng.normal(size=(1, DIM)))[0]
+    vectors = unit(rng.normal(size=(2000, DIM)))
+    vectors = unit(np.where((np.arange(2000) % 10 == 3)[:, None], -np.abs(vectors @ query)[:, None] * query + 0.1 * vectors,
+                            np.abs(vectors @ query)[:, None] * query + 0.1 * vectors))  # rare == 3: far from the query
+    store = open_store("faiss", tmp_path, {}, create=True)
+    store.create_space("a", DIM)
+    store.upsert(docs(0, 2000), {"a": vectors})
+    hits = [hit.id for hit in store.search("a", query, 10, {"rare": 3})]
+    assert used and hits == exact(vectors, query, 10, np.arange(2000) % 10 == 3)
     store.close()
 
 

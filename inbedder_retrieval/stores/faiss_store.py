@@ -83,6 +83,11 @@ BASE_KEY = "base:"
 #: at most this many rows match, or at most ``EXACT_FILTER_RATIO`` of the space
 EXACT_FILTER_ROWS = 20_000
 EXACT_FILTER_RATIO = 0.02
+#: a broader filter takes the index's unfiltered top candidates, enough for ``MARGIN`` times
+#: ``k`` matches, then up to ``ROUNDS - 1`` deeper searches (``GROWTH`` times more candidates each)
+POST_FILTER_MARGIN = 4
+POST_FILTER_ROUNDS = 2
+POST_FILTER_GROWTH = 4
 #: default search depth of HNSW indexes (``ef_search``) and lists probed by IVF indexes
 #: (``nprobe``, capped at the index's list count); measured in ``benchmarks/scale.py``
 DEFAULT_EF_SEARCH = 128
@@ -810,8 +815,13 @@ class FaissStore(VectorStore):
     def filter_query(self, filter: Filter) -> tuple[str, list[Any]]:
         """The SQL (and parameters) selecting the rows that match ``filter``: indexed fields
         are looked up in ``field_values``, others read from the JSON metadata."""
-        where, values = to_sql(filter, "d.metadata", row="d.row", indexed=frozenset(self._field_kinds()))
+        where, values = self._filter_where(filter)
         return f"SELECT d.row FROM documents d WHERE {where}", values
+
+    def _filter_where(self, filter: Filter) -> tuple[str, list[Any]]:
+        """``filter`` as a condition on ``documents d`` (in parentheses) and its parameters."""
+        where, values = to_sql(filter, "d.metadata", row="d.row", indexed=frozenset(self._field_kinds()))
+        return f"({where})", values
 
     def _live_count(self, space: str) -> int:
         return self._db.execute("SELECT COUNT(*) FROM vectors WHERE space=?", (space,)).fetchone()[0]
@@ -823,27 +833,12 @@ class FaissStore(VectorStore):
             self._refresh()
             index = self._indexes[space]
             query = np.ascontiguousarray(vector, dtype="float32").reshape(1, -1)
-            params = allowed = None
-            if filter is not None:
-                allowed = np.fromiter((row for (row,) in self._db.execute(*self.filter_query(filter))), dtype="int64")
-                if not len(allowed):
-                    return []
-                if not self._exact_filter(index, len(allowed)):
-                    params = self._search_parameters(index, self.faiss.IDSelectorBatch(allowed),
-                                                     len(allowed) / max(index.ntotal - self._dead[space], 1))
-                    allowed = None
-            rerank = (self.rerank or DEFAULT_RERANK) if self._compressed(index) else 1
-            fetch = min(k * rerank + self._dead[space], index.ntotal)
-            if fetch <= 0:
+            if index.ntotal == 0:
                 return []
-            if allowed is not None:
-                scores, vids = self._scan(space, index, query[0], allowed, k)
+            if filter is None:
+                scores, vids = self._top(space, index, query, k, self._on_gpu(space, index))
             else:
-                searcher = index if params is not None else self._on_gpu(space, index)
-                scores, vids = searcher.search(query, fetch, params=params)
-                scores, vids = scores[0].tolist(), vids[0].tolist()
-                if rerank > 1:
-                    scores, vids = self._scan(space, index, query[0], np.array([v for v in vids if v >= 0], dtype="int64"), k)
+                scores, vids = self._filtered(space, index, query, k, filter)
             order = [vid for vid in vids if vid >= 0]
             if not order:
                 return []
@@ -858,6 +853,70 @@ class FaissStore(VectorStore):
             if vid in found
         ]
         return hits[:k]
+
+    def _rerank(self, index: Any) -> int:
+        return (self.rerank or DEFAULT_RERANK) if self._compressed(index) else 1
+
+    def _top(self, space: str, index: Any, query: np.ndarray, k: int, searcher: Any,
+             params: Any = None) -> tuple[list[float], list[int]]:
+        """The index's top ``k`` (tombstones included: the caller drops rows without a
+        document); compressed indexes rescore ``rerank * k`` candidates exactly."""
+        rerank = self._rerank(index)
+        scores, vids = searcher.search(query, min(k * rerank + self._dead[space], index.ntotal), params=params)
+        scores, vids = scores[0].tolist(), vids[0].tolist()
+        if rerank > 1:
+            return self._scan(space, index, query[0], np.array([v for v in vids if v >= 0], dtype="int64"), k)
+        return scores, vids
+
+    def _filtered(self, space: str, index: Any, query: np.ndarray, k: int, filter: Filter) -> tuple[list[float], list[int]]:
+        """Top ``k`` among the rows that match ``filter``, in the cheapest exact-enough way.
+
+        - Few matching rows (``EXACT_FILTER_ROWS``, or ``EXACT_FILTER_RATIO`` of the space):
+          their vectors are scored exactly. A selector-restricted Flat search still visits
+          every row (64 ms at 1M for a 1% filter), an HNSW walk or the probed IVF lists rarely
+          reach a small allowed set (recall@10 0.11-0.13 at 1%: ``benchmarks/scale.py``).
+        - More: the index is searched without the filter for enough candidates that ``k``
+          of them match (``_post_filtered``); the rows matching are never all read.
+        - If that finds too few: the index is searched with a selector of every matching row.
+        """
+        where, values = self._filter_where(filter)
+        live = max(index.ntotal - self._dead[space], 1)
+        limit = max(EXACT_FILTER_ROWS, int(EXACT_FILTER_RATIO * live))
+        allowed = np.fromiter((row for (row,) in self._db.execute(
+            f"SELECT d.row FROM documents d WHERE {where} LIMIT ?", [*values, limit + 1])), dtype="int64")
+        if len(allowed) <= limit:
+            return self._scan(space, index, query[0], allowed, k) if len(allowed) else ([], [])
+        found = self._post_filtered(space, index, query, k, where, values, (limit + 1) / live)
+        if found is not None:
+            return found
+        allowed = np.fromiter((row for (row,) in self._db.execute(f"SELECT d.row FROM documents d WHERE {where}", values)),
+                              dtype="int64")
+        params = self._search_parameters(index, self.faiss.IDSelectorBatch(allowed), len(allowed) / live)
+        return self._top(space, index, query, k, index, params)
+
+    def _post_filtered(self, space: str, index: Any, query: np.ndarray, k: int, where: str, values: list[Any],
+                       fraction: float) -> tuple[list[float], list[int]] | None:
+        """Top ``k`` matching rows among the index's unfiltered top candidates, or ``None``
+        if ``POST_FILTER_ROUNDS`` searches, each ``POST_FILTER_GROWTH`` times deeper than the
+        last, found too few. The first takes ``POST_FILTER_MARGIN`` times the candidates that
+        hold ``k`` matches when at least ``fraction`` of the rows match. On a Flat index the
+        result is exact: the matching rows among the top candidates come first in the full ranking."""
+        rerank = self._rerank(index)
+        want = k * rerank
+        fetch = min(index.ntotal, int(np.ceil(POST_FILTER_MARGIN * want / fraction)) + self._dead[space])
+        for _ in range(POST_FILTER_ROUNDS):
+            scores, vids = index.search(query, fetch)
+            ranked = [(score, vid) for score, vid in zip(scores[0].tolist(), vids[0].tolist()) if vid >= 0]
+            passed = {row for (row,) in self._db.execute(
+                f"SELECT d.row FROM documents d WHERE {where} AND d.row IN (SELECT value FROM json_each(?))",
+                [*values, json.dumps([vid for _, vid in ranked])])}
+            kept = [(score, vid) for score, vid in ranked if vid in passed][:want]
+            if len(kept) >= want or fetch >= index.ntotal:
+                if rerank > 1:
+                    return self._scan(space, index, query[0], np.array([vid for _, vid in kept], dtype="int64"), k)
+                return [score for score, _ in kept], [vid for _, vid in kept]
+            fetch = min(index.ntotal, fetch * POST_FILTER_GROWTH)
+        return None
 
     @_damage_is_corruption
     def verify(self) -> dict[str, Any]:
@@ -928,14 +987,6 @@ class FaissStore(VectorStore):
             except RuntimeError:  # e.g. HNSW has no GPU version
                 self._gpu_copies[space] = index
         return self._gpu_copies[space]
-
-    def _exact_filter(self, index: Any, matching: int) -> bool:
-        """Whether a filtered search of ``index`` matching ``matching`` rows scores just
-        those rows' vectors, when few rows match. An HNSW walk or the probed IVF lists rarely
-        reach a small allowed set (recall@10 0.11-0.13 at 1% in ``benchmarks/scale.py``), and
-        a Flat search with a selector still visits every row (64 ms at 1M), while scoring
-        ``EXACT_FILTER_ROWS`` vectors costs a few milliseconds whatever the size of the space."""
-        return matching <= EXACT_FILTER_ROWS or matching <= EXACT_FILTER_RATIO * index.ntotal
 
     def _scan(self, space: str, index: Any, query: np.ndarray, rows: np.ndarray, k: int) -> tuple[list[float], list[int]]:
         """Exact top ``k`` of ``rows`` (FAISS's scores and ids): their vectors come from the
