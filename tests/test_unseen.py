@@ -189,6 +189,7 @@ def test_cli_eval_unseen_scores_the_wordings_of_a_file(tiny_model_dir, tmp_path,
                  "--device", "cpu", "--no-baselines", "--unseen-per-cell", "2", "--unseen-json", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "| helpdesk_tickets/urgency |" in printed and "helpdesk_tickets/subject" not in printed
+    assert "held-out wordings" in printed and "seen wordings" not in printed and "nan" not in printed
     (rows,) = json.loads(out.read_text()).values()
     assert [row["wording"] for row in rows] == ["How soon must IT react?", "Can this wait?"]
 

@@ -226,12 +226,15 @@ def fixture_hm(summaries: Sequence[AspectSummary], held_out: bool = True) -> dic
 
 def markdown_tables(results: Mapping[str, Sequence[AspectSummary]]) -> str:
     """Two tables, held-out and seen wordings: rows fixture/aspect then the per-fixture HM,
-    one column per embedder (``results`` maps embedder name -> its summaries)."""
+    one column per embedder (``results`` maps embedder name -> its summaries). A kind of
+    wording that no aspect has (a wordings file without seen ones) gets no table."""
     names = list(results)
     keys = list(dict.fromkeys((s.fixture, s.aspect) for summaries in results.values() for s in summaries))
     lookup = {(name, s.fixture, s.aspect): s for name, summaries in results.items() for s in summaries}
     parts = []
     for held, title in ((True, "held-out wordings (never in training)"), (False, "seen wordings (may be in training)")):
+        if all(np.isnan(s.held_out_mean if held else s.seen_mean) for s in lookup.values()):
+            continue
         lines = [f"Triplet accuracy on {title}: mean (min) over wordings; chance = 0.500", "",
                  "| fixture/aspect | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
         for fixture, aspect in keys:
