@@ -882,19 +882,24 @@ class FaissStore(VectorStore):
         where, values = self._filter_where(filter)
         live = max(index.ntotal - self._dead[space], 1)
         limit = max(EXACT_FILTER_ROWS, int(EXACT_FILTER_RATIO * live))
-        allowed = np.fromiter((row for (row,) in self._db.execute(
-            f"SELECT d.row FROM documents d WHERE {where} LIMIT ?", [*values, limit + 1])), dtype="int64")
+        allowed = self._matching_rows(where, values, limit + 1)
         if len(allowed) <= limit:
             return self._scan(space, index, query[0], allowed, k) if len(allowed) else ([], [])
-        found = self._post_filtered(space, index, query, k, where, values, (limit + 1) / live)
+        found = self._post_filtered(space, index, query, k, filter, (limit + 1) / live)
         if found is not None:
             return found
-        allowed = np.fromiter((row for (row,) in self._db.execute(f"SELECT d.row FROM documents d WHERE {where}", values)),
-                              dtype="int64")
+        allowed = self._matching_rows(where, values, -1)
         params = self._search_parameters(index, self.faiss.IDSelectorBatch(allowed), len(allowed) / live)
         return self._top(space, index, query, k, index, params)
 
-    def _post_filtered(self, space: str, index: Any, query: np.ndarray, k: int, where: str, values: list[Any],
+    def _matching_rows(self, where: str, values: list[Any], limit: int) -> np.ndarray:
+        """The rows of documents matching ``where`` (at most ``limit``; -1: all), read as one
+        JSON array (1.5x faster than row by row at 10,000 rows)."""
+        (rows,) = self._db.execute(f"SELECT json_group_array(row) FROM (SELECT d.row FROM documents d WHERE {where} "
+                                   "LIMIT ?)", [*values, limit]).fetchone()
+        return np.array(json.loads(rows), dtype="int64")
+
+    def _post_filtered(self, space: str, index: Any, query: np.ndarray, k: int, filter: Filter,
                        fraction: float) -> tuple[list[float], list[int]] | None:
         """Top ``k`` matching rows among the index's unfiltered top candidates, or ``None``
         if ``POST_FILTER_ROUNDS`` searches, each ``POST_FILTER_GROWTH`` times deeper than the
@@ -904,12 +909,15 @@ class FaissStore(VectorStore):
         rerank = self._rerank(index)
         want = k * rerank
         fetch = min(index.ntotal, int(np.ceil(POST_FILTER_MARGIN * want / fraction)) + self._dead[space])
+        # the candidates' own metadata is tested (as for a field without index: the same
+        # answers by construction); the indexed form would read every matching row first
+        where, values = to_sql(filter, "d.metadata", row="d.row")
         for _ in range(POST_FILTER_ROUNDS):
             scores, vids = index.search(query, fetch)
             ranked = [(score, vid) for score, vid in zip(scores[0].tolist(), vids[0].tolist()) if vid >= 0]
             passed = {row for (row,) in self._db.execute(
-                f"SELECT d.row FROM documents d WHERE {where} AND d.row IN (SELECT value FROM json_each(?))",
-                [*values, json.dumps([vid for _, vid in ranked])])}
+                f"SELECT d.row FROM json_each(?) c JOIN documents d ON d.row = c.value WHERE ({where})",
+                [json.dumps([vid for _, vid in ranked]), *values])}
             kept = [(score, vid) for score, vid in ranked if vid in passed][:want]
             if len(kept) >= want or fetch >= index.ntotal:
                 if rerank > 1:
