@@ -55,6 +55,18 @@ def test_no_held_out_wording_or_near_copy_in_training_data():
     assert not {k: v for k, v in leaks.items() if v}, "held-out wordings leaked into training"
 
 
+def test_the_fresh_wordings_stay_out_of_training_data():
+    """benchmarks/fresh_wordings.json (README: the check for selection bias) is held out too."""
+    fresh = parse_wordings((Path(__file__).parents[1] / "benchmarks" / "fresh_wordings.json").read_text("utf-8"),
+                           "fresh_wordings.json", {"support_messages": ["intent", "product", "mood"],
+                                                   "helpdesk_tickets": ["subject", "urgency"]})
+    assert sorted(len(entry.held_out) for entry in fresh.values()) == [12, 12, 12, 12]
+    held_out = [wording for entry in fresh.values() for wording in entry.held_out]
+    instructions = {record["instruction"] for record in training_records()}
+    leaks = {instruction: near_held_out(instruction, held_out) for instruction in instructions}
+    assert not {k: v for k, v in leaks.items() if v}, "fresh held-out wordings leaked into training"
+
+
 def test_no_fixture_text_in_training_data():
     fixture_texts = {record[key] for name in SAMPLES for record in load_sample(name)
                      for key in ("text", "text1", "text2") if key in record}
