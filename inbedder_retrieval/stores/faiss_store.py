@@ -442,7 +442,7 @@ class FaissStore(VectorStore):
     def _costly_tail(self, index: Any) -> bool:
         """Whether adding a long tail to ``index`` at open costs more than reading it from a
         snapshot: every type but plain Flat, whose tail is a copy of the vectors from SQLite
-        (about 190,000 vectors/s, faster than reading and hashing a snapshot: benchmarks/README.md).
+        (150,000-190,000 vectors/s measured, faster than reading and hashing a snapshot: benchmarks/README.md).
         A Flat space is therefore saved on ``save()`` only, which halves the bytes an import writes."""
         return not isinstance(self.faiss.downcast_index(index.index), self.faiss.IndexFlat)
 
