@@ -17,7 +17,9 @@ re-open + the same import again (it resumes), with the final count checked.
 
 ``--ef-search`` / ``--nprobe`` / ``--rerank`` set the store options of the HNSW / IVF /
 PQ backends (default: the store's defaults); they are recorded in the index like every
-store option.
+store option. ``--sweep KEY=V1,V2,...`` (e.g. ``ef_search=128,256,512``) searches the same
+index again, opened with each value as a search-time override (no re-import): one extra
+result per value under ``"sweep"``. ``--skip-recovery`` leaves out the kill-and-resume run.
 
 IVF-PQ is "IVF256,PQ48np" ("np": no polysemous training, which takes minutes with 48
 sub-quantizers). It is trained when its first vectors are committed, so the first shard
@@ -165,10 +167,10 @@ def child_resume(name: str, target: Path, shards: Path) -> dict[str, Any]:
             **report, "count": count}
 
 
-def child_search(target: Path, folder: Path) -> dict[str, Any]:
+def child_search(target: Path, folder: Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     queries = np.load(folder / "queries.npy")
     started = time.perf_counter()
-    index = InstructionIndex.open(target, VectorsOnly())
+    index = InstructionIndex.open(target, VectorsOnly(), store_options=overrides)
     result: dict[str, Any] = {"open_s": time.perf_counter() - started}
     for label, filter in [("plain", None), *FILTERS.items()]:
         index.search_by_vector(queries[0], INSTRUCTIONS[0], K, filter)  # warm-up
@@ -230,7 +232,14 @@ def backend_options(name: str, ef_search: int | None, nprobe: int | None, rerank
     return options
 
 
-def measure(name: str, n: int, folder: Path, truths: dict[str, np.ndarray], options: dict[str, Any]) -> dict[str, Any]:
+def searched_row(searched: dict[str, Any], truths: dict[str, np.ndarray]) -> dict[str, Any]:
+    """p50 / p99 ms and recall@10 per filter of one search child's result."""
+    return {label: {"p50_ms": percentile(searched[label]["ms"], 50), "p99_ms": percentile(searched[label]["ms"], 99),
+                    "recall_at_10": recall(searched[label]["rows"], truths[label])} for label in ("plain", *FILTERS)}
+
+
+def measure(name: str, n: int, folder: Path, truths: dict[str, np.ndarray], options: dict[str, Any],
+            sweep: dict[str, list[int]], recovery: bool = True) -> dict[str, Any]:
     shards, target = folder / "shards", folder / name
     shutil.rmtree(target, ignore_errors=True)
     imported = run_child("import", name, str(target), str(shards), json.dumps(options))
@@ -243,11 +252,14 @@ def measure(name: str, n: int, folder: Path, truths: dict[str, np.ndarray], opti
         row["sqlite_mib"] = disk_mib(target / "faiss-store") - disk_mib(target / "faiss-store" / "faiss")
     searched = run_child("search", str(target), str(folder))
     row["open_s"] = searched["open_s"]
-    for label in ("plain", *FILTERS):
-        ms = searched[label]["ms"]
-        row[label] = {"p50_ms": percentile(ms, 50), "p99_ms": percentile(ms, 99),
-                      "recall_at_10": recall(searched[label]["rows"], truths[label])}
+    row.update(searched_row(searched, truths))
+    for key, values in sweep.items():
+        row.setdefault("sweep", []).extend(
+            {key: value, **searched_row(run_child("search", str(target), str(folder), json.dumps({key: value})), truths)}
+            for value in values)
     shutil.rmtree(target)
+    if not recovery:
+        return row
     killed_import(name, target, shards, imported["seconds"] / 2, options)
     resumed = run_child("resume", name, str(target), str(shards))
     if resumed["count"] != n:
@@ -257,20 +269,32 @@ def measure(name: str, n: int, folder: Path, truths: dict[str, np.ndarray], opti
     return row
 
 
+def _searches(r: dict[str, Any]) -> str:
+    """The p50 / p99 / recall cells of the plain, 1% and 50% searches."""
+    rare, half = r["rare == 1 (1%)"], r["half == 'a' (50%)"]
+    return (f"{r['plain']['p50_ms']:.2f} | {r['plain']['p99_ms']:.2f} | {r['plain']['recall_at_10']:.3f} | "
+            f"{rare['p50_ms']:.2f} / {rare['p99_ms']:.2f} ({rare['recall_at_10']:.3f}) | "
+            f"{half['p50_ms']:.2f} / {half['p99_ms']:.2f} ({half['recall_at_10']:.3f})")
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     head = ("| backend | N | import s | vectors/s per instruction | disk MiB (SQLite) | peak RSS MiB | open s | "
             "p50 ms | p99 ms | recall@10 | 1% p50 / p99 ms (recall) | 50% p50 / p99 ms (recall) | killed at | recovery: open + "
             "resume s (rows before / imported / skipped) | load average |")
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
     for r in rows:
-        rare, half, rec = r["rare == 1 (1%)"], r["half == 'a' (50%)"], r["recovery"]
+        rec = r.get("recovery")
         sqlite = f" ({r['sqlite_mib']:,.0f})" if "sqlite_mib" in r else ""
+        recovery = (f"{r['import_s'] / 2:.0f} s | {rec['open_s']:.2f} + {rec['import_s']:.1f} ({rec['count_before']:,} / "
+                    f"{rec['imported']:,} / {rec['skipped']:,})") if rec else "- | not run"
+        name = f"{r['backend']}{''.join(f', {k} {v}' for k, v in r.get('options', {}).items() if k != 'factory')}"
         lines.append(
-            f"| {r['backend']}{''.join(f', {k} {v}' for k, v in r.get('options', {}).items() if k != 'factory')} | {r['n']:,} | {r['import_s']:.1f} | {r['vectors_per_s_per_instruction']:,.0f} | "
-            f"{r['disk_mib']:,.0f}{sqlite} | {r['peak_rss_mib']:,.0f} | {r['open_s']:.2f} | {r['plain']['p50_ms']:.2f} | "
-            f"{r['plain']['p99_ms']:.2f} | {r['plain']['recall_at_10']:.3f} | {rare['p50_ms']:.2f} / {rare['p99_ms']:.2f} "
-            f"({rare['recall_at_10']:.3f}) | {half['p50_ms']:.2f} / {half['p99_ms']:.2f} ({half['recall_at_10']:.3f}) | {r['import_s'] / 2:.0f} s | {rec['open_s']:.2f} + "
-            f"{rec['import_s']:.1f} ({rec['count_before']:,} / {rec['imported']:,} / {rec['skipped']:,}) | {r['load']} |")
+            f"| {name} | {r['n']:,} | {r['import_s']:.1f} | {r['vectors_per_s_per_instruction']:,.0f} | "
+            f"{r['disk_mib']:,.0f}{sqlite} | {r['peak_rss_mib']:,.0f} | {r['open_s']:.2f} | {_searches(r)} | {recovery} | "
+            f"{r['load']} |")
+        for swept in r.get("sweep", []):
+            setting = ", ".join(f"{k} {v}" for k, v in swept.items() if k not in ("plain", *FILTERS))
+            lines.append(f"| {r['backend']}, {setting} (same index, search only) | | | | | | | {_searches(swept)} | | | |")
     return "\n".join(lines) + f"\n\nraw vectors: {rows[0]['n'] * DIM * 4 / 2**20:,.0f} MiB per instruction"
 
 
@@ -282,7 +306,7 @@ def main() -> None:
         elif kind == "resume":
             result = child_resume(args[0], Path(args[1]), Path(args[2]))
         else:
-            result = child_search(Path(args[0]), Path(args[1]))
+            result = child_search(Path(args[0]), Path(args[1]), json.loads(args[2]) if len(args) > 2 else None)
         print(json.dumps(result))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -294,7 +318,11 @@ def main() -> None:
     parser.add_argument("--ef-search", type=int, help="the HNSW backends' ef_search store option")
     parser.add_argument("--nprobe", type=int, help="the IVF backends' nprobe store option")
     parser.add_argument("--rerank", type=int, help="the PQ backends' rerank store option")
+    parser.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2",
+                        help="search the imported index again with each value of a search-time store option")
+    parser.add_argument("--skip-recovery", action="store_true", help="leave out the kill-and-resume run")
     args = parser.parse_args()
+    sweep = {key: [int(v) for v in values.split(",")] for key, _, values in (item.partition("=") for item in args.sweep)}
     folder = args.workdir or Path(tempfile.mkdtemp(prefix="inbedder-scale-"))
     folder.mkdir(parents=True, exist_ok=True)
     if not (folder / "queries.npy").exists():
@@ -307,7 +335,8 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     output = args.json or folder / f"scale-{args.n}.json"
     for name in args.backends:
-        rows.append(measure(name, args.n, folder, truths, backend_options(name, args.ef_search, args.nprobe, args.rerank)))
+        rows.append(measure(name, args.n, folder, truths, backend_options(name, args.ef_search, args.nprobe, args.rerank),
+                            sweep, recovery=not args.skip_recovery))
         rows[-1]["load"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])
         output.write_text(json.dumps(rows, indent=1))  # after each backend: a cut-short run keeps what it measured
         print(json.dumps(rows[-1]), flush=True)
