@@ -885,12 +885,20 @@ class FaissStore(VectorStore):
         allowed = self._matching_rows(where, values, limit + 1)
         if len(allowed) <= limit:
             return self._scan(space, index, query[0], allowed, k) if len(allowed) else ([], [])
-        found = self._post_filtered(space, index, query, k, filter, (limit + 1) / live)
+        found = self._post_filtered(space, index, query, k, filter, self._density(allowed, live))
         if found is not None:
             return found
         allowed = self._matching_rows(where, values, -1)
         params = self._search_parameters(index, self.faiss.IDSelectorBatch(allowed), len(allowed) / live)
         return self._top(space, index, query, k, index, params)
+
+    def _density(self, sample: np.ndarray, live: int) -> float:
+        """The fraction of rows a broad filter matches, estimated from the first rows it
+        matched (``sample``): their count over the documents up to the highest of them. At
+        least the fraction of the whole sample (a wrong guess costs a deeper search, never
+        a wrong result)."""
+        (before,) = self._db.execute("SELECT COUNT(*) FROM documents WHERE row <= ?", (int(sample.max()),)).fetchone()
+        return min(1.0, max(len(sample) / max(before, 1), len(sample) / live))
 
     def _matching_rows(self, where: str, values: list[Any], limit: int) -> np.ndarray:
         """The rows of documents matching ``where`` (at most ``limit``; -1: all), read as one
@@ -904,7 +912,7 @@ class FaissStore(VectorStore):
         """Top ``k`` matching rows among the index's unfiltered top candidates, or ``None``
         if ``POST_FILTER_ROUNDS`` searches, each ``POST_FILTER_GROWTH`` times deeper than the
         last, found too few. The first takes ``POST_FILTER_MARGIN`` times the candidates that
-        hold ``k`` matches when at least ``fraction`` of the rows match. On a Flat index the
+        hold ``k`` matches when ``fraction`` of the rows match. On a Flat index the
         result is exact: the matching rows among the top candidates come first in the full ranking."""
         rerank = self._rerank(index)
         want = k * rerank
