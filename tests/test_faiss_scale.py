@@ -365,6 +365,23 @@ def test_a_broad_filter_keeps_the_matching_rows_among_unfiltered_candidates(tmp_
         hits = [hit.id for hit in store.search("a", query, 10, {"rare": {"$lt": 5}})]
         assert hits == exact(vectors, query, 10, allowed)  # IVF8,PQ4np: 8 lists probed, 10 x k rescored exactly
     assert set(limits) == {51}  # only the probe: are there more than EXACT_FILTER_ROWS?
+    if factory == "Flat":  # the first search is sized by the filter's density (50%), not by 51 / 2000
+        fetched = []
+
+        class Recording:
+            def __init__(self, index):
+                self.wrapped = index
+
+            def __getattr__(self, name):
+                return getattr(self.wrapped, name)
+
+            def search(self, query, k, **kwargs):
+                fetched.append(k)
+                return self.wrapped.search(query, k, **kwargs)
+
+        store._indexes["a"] = Recording(store._indexes["a"])
+        store.search("a", vectors[0], 10, {"rare": {"$lt": 5}})
+        assert fetched and fetched[0] <= 4 * 10 / 0.4
     store.close()
 
 
