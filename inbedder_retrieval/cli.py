@@ -144,10 +144,12 @@ def cmd_index_create(args: argparse.Namespace) -> int:
                               f"`inbedder index add-instruction {args.path} INSTRUCTION`")
     check_instructions(args.instruction or ())  # before the model loads
     from .index import InstructionIndex
+    from .stores import check_option_names
 
     options = _store_options(args.store_option or ())
     if args.factory:
         options["factory"] = args.factory
+    check_option_names(args.backend, options)  # before the model loads
     model = _load_model(args)
     with InstructionIndex.create(args.path, model, instructions=args.instruction or (),
                                  backend=args.backend, store_options=options) as index:

@@ -220,11 +220,29 @@ def test_store_options_from_the_command_line(tiny_model_dir, tmp_path, capsys):
     assert "inbedder: error: shard_number: options of a Qdrant server or cluster" in err and "Traceback" not in err
     err = error_of(capsys, ["index", "create", str(tmp_path / "bad"), "--store-option", "shard_number"])
     assert "--store-option takes KEY=VALUE, got 'shard_number'" in err
-    capsys.readouterr()
-    assert main(["index", "create", str(tmp_path / "f"), "--model", model, "--store-option", "nlist=4"]) == 2
-    err = capsys.readouterr().err
-    assert "nlist" in err and "Traceback" not in err
+    err = error_of(capsys, ["index", "create", str(tmp_path / "f"), "--model", "/nonexistent/model",
+                            "--store-option", "nlist=4"])  # refused before the model loads
+    assert "Unknown FAISS store option 'nlist'; known: factory, metric, use_gpu, ef_search, nprobe, rerank" in err
+    err = error_of(capsys, ["index", "create", str(tmp_path / "g"), "--backend", "qdrant", "--model",
+                            "/nonexistent/model", "--store-option", "shards=2"])
+    assert "Unknown Qdrant store option 'shards'" in err and "shard_number" in err
     path = tmp_path / "ok"
     assert main(["index", "create", str(path), "--model", model, "--device", "cpu",
                  "--store-option", "factory=HNSW16"]) == 0
     assert json.loads((path / "index.json").read_text())["store_options"] == {"factory": "HNSW16"}
+
+
+def test_the_option_names_checked_early_are_those_the_stores_take():
+    import inspect
+
+    from inbedder_retrieval.stores import FAISS_OPTIONS, QDRANT_OPTIONS
+    from inbedder_retrieval.stores.faiss_store import FaissStore
+    from inbedder_retrieval.stores.qdrant_client_engine import COLLECTION_OPTIONS, UPLOAD_OPTIONS
+    from inbedder_retrieval.stores.qdrant_store import QdrantStore
+
+    def keywords(cls):
+        return {name for name, p in inspect.signature(cls).parameters.items()
+                if p.kind is p.KEYWORD_ONLY and name not in ("create", "trust_index")}
+
+    assert set(FAISS_OPTIONS) == keywords(FaissStore)
+    assert set(QDRANT_OPTIONS) == keywords(QdrantStore) | set(COLLECTION_OPTIONS) | set(UPLOAD_OPTIONS)

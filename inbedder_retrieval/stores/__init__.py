@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -11,9 +11,28 @@ from .base import Document, Filter, Hit, VectorStore
 from .filters import FilterError
 
 
+#: the option names each backend takes (its store class's keyword arguments)
+FAISS_OPTIONS = ("factory", "metric", "use_gpu", "ef_search", "nprobe", "rerank")
+QDRANT_OPTIONS = ("url", "api_key", "location", "collection", "shard_number", "replication_factor",
+                  "write_consistency_factor", "upload_batch_size", "upload_parallel", "upload_retries")
+
+
+def check_option_names(backend: str, options: Mapping[str, Any]) -> None:
+    """Refuse a store option that ``backend`` does not take (``ValueError`` naming it and
+    the known ones), before anything is loaded or created; values are checked by the store."""
+    known = {"faiss": FAISS_OPTIONS, "qdrant": QDRANT_OPTIONS}.get(backend)
+    if known is None:
+        raise ValueError(f"Unknown backend {backend!r}; available: {', '.join(STORES)}")
+    unknown = [name for name in options if name not in known]
+    if unknown:
+        raise ValueError(f"Unknown {'FAISS' if backend == 'faiss' else 'Qdrant'} store option {unknown[0]!r}; "
+                         f"known: {', '.join(known)}")
+
+
 def _faiss(path: Path, options: dict[str, Any], *, create: bool, trust_index: bool) -> VectorStore:
     from .faiss_store import FaissStore
 
+    check_option_names("faiss", options)
     return FaissStore(path / "faiss-store", create=create, **options)  # holds no pickles: nothing to trust
 
 
@@ -40,4 +59,4 @@ def open_store(backend: str, path: Path, options: dict[str, Any], *, create: boo
     return opener(path, dict(options), create=create, trust_index=trust_index)
 
 
-__all__ = ["STORES", "Document", "Filter", "FilterError", "Hit", "VectorStore", "open_store"]
+__all__ = ["STORES", "check_option_names", "Document", "Filter", "FilterError", "Hit", "VectorStore", "open_store"]
