@@ -235,7 +235,7 @@ def test_store_options_from_the_command_line(tiny_model_dir, tmp_path, capsys):
 def test_the_option_names_checked_early_are_those_the_stores_take():
     import inspect
 
-    from inbedder_retrieval.stores import FAISS_OPTIONS, QDRANT_OPTIONS
+    from inbedder_retrieval.stores import FAISS_OPTIONS, qdrant_options
     from inbedder_retrieval.stores.faiss_store import FaissStore
     from inbedder_retrieval.stores.qdrant_client_engine import COLLECTION_OPTIONS, UPLOAD_OPTIONS
     from inbedder_retrieval.stores.qdrant_store import QdrantStore
@@ -245,4 +245,4 @@ def test_the_option_names_checked_early_are_those_the_stores_take():
                 if p.kind is p.KEYWORD_ONLY and name not in ("create", "trust_index")}
 
     assert set(FAISS_OPTIONS) == keywords(FaissStore)
-    assert set(QDRANT_OPTIONS) == keywords(QdrantStore) | set(COLLECTION_OPTIONS) | set(UPLOAD_OPTIONS)
+    assert set(qdrant_options()) == keywords(QdrantStore) | set(COLLECTION_OPTIONS) | set(UPLOAD_OPTIONS)

@@ -11,22 +11,27 @@ from .base import Document, Filter, Hit, VectorStore
 from .filters import FilterError
 
 
-#: the option names each backend takes (its store class's keyword arguments)
+#: the option names of the FAISS store (``FaissStore``'s keyword arguments)
 FAISS_OPTIONS = ("factory", "metric", "use_gpu", "ef_search", "nprobe", "rerank")
-QDRANT_OPTIONS = ("url", "api_key", "location", "collection", "shard_number", "replication_factor",
-                  "write_consistency_factor", "upload_batch_size", "upload_parallel", "upload_retries")
+
+
+def qdrant_options() -> tuple[str, ...]:
+    """The option names of the Qdrant store: its connection and the client's options."""
+    from .qdrant_client_engine import COLLECTION_OPTIONS, UPLOAD_OPTIONS
+
+    return ("url", "api_key", "location", "collection", *COLLECTION_OPTIONS, *UPLOAD_OPTIONS)
 
 
 def check_option_names(backend: str, options: Mapping[str, Any]) -> None:
     """Refuse a store option that ``backend`` does not take (``ValueError`` naming it and
     the known ones), before anything is loaded or created; values are checked by the store."""
-    known = {"faiss": FAISS_OPTIONS, "qdrant": QDRANT_OPTIONS}.get(backend)
-    if known is None:
+    known = {"faiss": ("FAISS", FAISS_OPTIONS), "qdrant": ("Qdrant", qdrant_options())}
+    if backend not in known:
         raise ValueError(f"Unknown backend {backend!r}; available: {', '.join(STORES)}")
-    unknown = [name for name in options if name not in known]
+    label, names = known[backend]
+    unknown = [name for name in options if name not in names]
     if unknown:
-        raise ValueError(f"Unknown {'FAISS' if backend == 'faiss' else 'Qdrant'} store option {unknown[0]!r}; "
-                         f"known: {', '.join(known)}")
+        raise ValueError(f"Unknown {label} store option {unknown[0]!r}; known: {', '.join(names)}")
 
 
 def _faiss(path: Path, options: dict[str, Any], *, create: bool, trust_index: bool) -> VectorStore:

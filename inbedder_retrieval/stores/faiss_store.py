@@ -272,6 +272,10 @@ class FaissStore(VectorStore):
                              "keeps them whole")
         return index
 
+    def _holds_vectors(self, index: Any) -> bool:
+        """Whether ``index`` keeps every vector whole and by id (Flat, HNSW over Flat)."""
+        return isinstance(self.faiss.downcast_index(index.index), (self.faiss.IndexFlat, self.faiss.IndexHNSWFlat))
+
     def _compressed(self, index: Any) -> bool:
         """Whether ``index`` scores compressed codes (PQ, SQ ...), not the vectors themselves."""
         faiss = self.faiss
@@ -980,7 +984,7 @@ class FaissStore(VectorStore):
 
     def _compare_vectors(self, space: str, index: Any) -> None:
         """Every stored vector equals its FAISS copy (index types that keep vectors exactly)."""
-        if not isinstance(self.faiss.downcast_index(index.index), (self.faiss.IndexFlat, self.faiss.IndexHNSWFlat)):
+        if not self._holds_vectors(index):
             return  # compressed (PQ, SQ) or clustered copies are not comparable
         rows = self._db.execute("SELECT d.id, v.row, v.vector FROM vectors v JOIN documents d ON d.row = v.row "
                                 "WHERE v.space=?", (space,))
@@ -1008,9 +1012,8 @@ class FaissStore(VectorStore):
     def _scan(self, space: str, index: Any, query: np.ndarray, rows: np.ndarray, k: int) -> tuple[list[float], list[int]]:
         """Exact top ``k`` of ``rows`` (FAISS's scores and ids): their vectors come from the
         index where it keeps them whole (Flat, HNSW over Flat), else from SQLite."""
-        faiss = self.faiss
         vectors = None
-        if isinstance(faiss.downcast_index(index.index), (faiss.IndexFlat, faiss.IndexHNSWFlat)):
+        if self._holds_vectors(index):
             try:
                 vectors = index.reconstruct_batch(rows)
             except RuntimeError:  # a row the index lacks: read them all from the database
