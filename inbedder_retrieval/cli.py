@@ -468,6 +468,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     unknown = [name for name in args.hub or () if name not in HUB_SETS]
     if unknown:
         raise ValueError(f"unknown evaluation set {unknown[0]!r}; known: {', '.join(HUB_SETS)}")
+    wordings = _wordings_file(args.unseen_file) if args.unseen and args.unseen_file else None  # before the model loads
     model = _load_model(args)
     embedders = {f"InBedder ({model.name})": baselines.inbedder(model)}
     if not args.no_baselines:
@@ -482,7 +483,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return 0
     if args.unseen:
         _eval_unseen(model, embedders, args.fixture or list(FIXTURES), args.batch_size, args.unseen_wordings,
-                     args.unseen_per_cell, args.unseen_json, args.unseen_file)
+                     args.unseen_per_cell, args.unseen_json, wordings, args.unseen_file)
         return 0
     rows = [
         evaluate(name, embed, fixture, load_sample(fixture), FIXTURES[fixture])
@@ -509,19 +510,26 @@ def _eval_hub(embedders: dict, names: list[str], limit: int | None) -> None:
             print(f"| {embedder} | {name} | {KINDS[HUB_SETS[name].kind].metric} | {score:.3f} |", flush=True)
 
 
-def _eval_unseen(model, embedders: dict, fixtures: list[str], batch_size: int, per_aspect: int | None,
-                 per_cell: int | None, json_path: str | None, wordings_file: str | None) -> None:
-    """Triplet accuracy under held-out and seen instruction wordings (``evaluation.unseen``):
-    the shipped ones, or those of ``wordings_file`` (the fixtures it covers)."""
-    from dataclasses import asdict
-
-    from .evaluation.unseen import (balanced_subset, embed_many_with, load_wordings, markdown_tables, parse_wordings,
-                                    score_wordings, summarise)
+def _wordings_file(path: str) -> dict:
+    """The wordings of ``--unseen-file``, checked against the shipped fixtures' aspects."""
+    from .evaluation.unseen import parse_wordings
     from .samples import load_sample
 
-    if wordings_file:
-        labelled = {name: [key for key in load_sample(name)[0] if key not in ("id", "text")] for name in FIXTURES}
-        wordings = parse_wordings(Path(wordings_file).read_text("utf-8"), wordings_file, labelled)
+    labelled = {name: [key for key in load_sample(name)[0] if key not in ("id", "text")] for name in FIXTURES}
+    return parse_wordings(Path(path).read_text("utf-8"), path, labelled)
+
+
+def _eval_unseen(model, embedders: dict, fixtures: list[str], batch_size: int, per_aspect: int | None,
+                 per_cell: int | None, json_path: str | None, wordings: dict | None, wordings_file: str | None) -> None:
+    """Triplet accuracy under held-out and seen instruction wordings (``evaluation.unseen``):
+    the shipped ones, or ``wordings`` read from ``wordings_file`` (on the fixtures it covers)."""
+    from dataclasses import asdict
+
+    from .evaluation.unseen import (balanced_subset, embed_many_with, load_wordings, markdown_tables, score_wordings,
+                                    summarise)
+    from .samples import load_sample
+
+    if wordings is not None:
         fixtures = [fixture for fixture in fixtures if any(entry.fixture == fixture for entry in wordings.values())]
         if not fixtures:
             raise ValueError(f"{wordings_file} has no wording for the fixture(s) asked for")

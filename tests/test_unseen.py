@@ -206,6 +206,15 @@ def test_cli_eval_unseen_scores_the_wordings_of_a_file(tiny_model_dir, tmp_path,
     assert [row["wording"] for row in rows] == ["How soon must IT react?", "Can this wait?"]
 
 
+def test_a_missing_or_wrong_wordings_file_is_refused_before_the_model_loads(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"helpdesk_tickets/mood": {"contrast": "subject", "held_out": ["a?"]}}')
+    for path, message in ((tmp_path / "missing.json", "No such file"), (bad, "has no aspect 'mood'")):
+        assert main(["eval", "--unseen", "--unseen-file", str(path), "--model", "/nonexistent/model"]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+
+
 @pytest.mark.parametrize(("content", "message"), [
     ("[1, 2]", "must be a non-empty JSON object"),
     ("{nope", "is not JSON"),
