@@ -42,7 +42,7 @@ from .atomic import atomic_directory, atomic_write_bytes
 from .embedder import InBedder
 from .encoders import Backend
 from .io import read_records
-from .models import ModelDescription, save_settings
+from .models import REGISTRY, SETTINGS_FILE, ModelDescription, load_settings, save_settings
 from .prompts import PromptTemplate
 
 logger = logging.getLogger(__name__)
@@ -356,6 +356,34 @@ def _wrap_lora(model: torch.nn.Module, config: TrainingConfig, family: str) -> t
     return get_peft_model(model, lora)
 
 
+def lora_to_continue(base: str | Path) -> ModelDescription | None:
+    """The description of ``base`` if it is a LoRA InBedder (a registry entry or a folder
+    saved by ``train``), whose adapter a LoRA run then trains further; else None."""
+    name = str(base)
+    if name in REGISTRY:
+        description = REGISTRY[name]
+    elif (Path(name) / SETTINGS_FILE).is_file():
+        description = load_settings(name)
+    else:
+        return None
+    return description if description.base_model is not None else None
+
+
+def _continue_lora(model: torch.nn.Module, adapter: ModelDescription, config: TrainingConfig) -> torch.nn.Module:
+    """``model`` (the adapter's base) with the adapter of ``adapter`` loaded trainable."""
+    from peft import PeftConfig, PeftModel
+
+    from .weights import resolve_source
+
+    path = resolve_source(adapter.source)
+    saved = PeftConfig.from_pretrained(path)
+    if (saved.r, saved.lora_alpha) != (config.lora_r, config.lora_alpha):
+        raise ValueError(f"{adapter.name} is a LoRA adapter of rank {saved.r} (alpha {saved.lora_alpha}); continuing "
+                         f"it needs lora_r={saved.r}, lora_alpha={saved.lora_alpha}, not {config.lora_r}, "
+                         f"{config.lora_alpha}")
+    return PeftModel.from_pretrained(model, path, is_trainable=True)
+
+
 def train(
     base: str | Path,
     records: Sequence[QARecord],
@@ -366,14 +394,20 @@ def train(
     show_progress_bar: bool = True,
 ) -> TrainingResult:
     """Fine-tune ``base`` (registry name, hub id or folder) on ``records`` into
-    ``output_dir``; resumes from the newest checkpoint there. Returns the losses."""
+    ``output_dir``; resumes from the newest checkpoint there. Returns the losses.
+
+    A LoRA run (``config.lora``) on a LoRA InBedder (e.g. the default) trains that adapter
+    further, on the adapter's own base model, and saves an adapter of the same base and
+    rank; other runs start from ``base``'s weights (an adapter merged in)."""
     config = config or TrainingConfig()
     if not records:
         raise ValueError("no training records")
+    continued = lora_to_continue(base) if config.lora else None
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
-    inbedder = InBedder.from_pretrained(base, device=device, dtype="float32", template=config.template,
+    start = continued.base_model if continued else base
+    inbedder = InBedder.from_pretrained(start, device=device, dtype="float32", template=config.template,
                                         max_length=config.max_length)
     backend, family = inbedder.backend, inbedder.description.family
     if family not in EXAMPLE_BUILDERS:
@@ -389,7 +423,9 @@ def train(
 
     keys = [record.contrast_key for record in records]
     model = backend.model
-    if config.lora:
+    if continued:
+        model = _continue_lora(model, continued, config)
+    elif config.lora:
         model = _wrap_lora(model, config, family)
     model.train()
     total = config.max_steps or math.ceil(len(records) * config.epochs / (config.micro_batch_size * config.accumulation))
@@ -434,11 +470,13 @@ def train(
             _save_checkpoint(output_dir, model, optimizer, scheduler, state)
     bar.close()
     model.eval()
-    _save_model(model, inbedder, base, config, output_dir, len(records))
+    _save_model(model, inbedder, start, config, output_dir, len(records),
+                origin=f"continuing the adapter of {continued.name}, " if continued else "")
     return TrainingResult(output_dir, state["step"], state["losses"], state["contrastive"])
 
 
-def _save_model(model, inbedder: InBedder, base: str | Path, config: TrainingConfig, output_dir: Path, count: int) -> None:
+def _save_model(model, inbedder: InBedder, base: str | Path, config: TrainingConfig, output_dir: Path, count: int,
+                origin: str = "") -> None:
     """Write the model (or adapter), tokenizer and InBedder settings into ``output_dir``."""
     model.save_pretrained(output_dir)
     inbedder.backend.tokenizer.save_pretrained(output_dir)
@@ -452,7 +490,7 @@ def _save_model(model, inbedder: InBedder, base: str | Path, config: TrainingCon
         template=config.template,
         max_new_tokens=8,
         base_model=str(base) if config.lora else None,
-        description=f"fine-tuned from {base} on {count} records ({'LoRA' if config.lora else 'full'}"
+        description=f"fine-tuned from {base} on {count} records ({origin}{'LoRA' if config.lora else 'full'}"
                     + (f", contrastive weight {config.contrastive_weight} at layer {config.pool_layer}"
                        if config.contrastive_weight else "") + ")",
     )

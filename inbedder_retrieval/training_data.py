@@ -24,7 +24,7 @@ import functools
 import json
 import random
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -156,6 +156,7 @@ def build_records(
     exclude: Callable[[str], bool] | None = None,
     free_form: bool = True,
     list_options: int = 0,
+    options_skip: Collection[str] = (),
 ) -> list[QARecord]:
     """The v2 records, deterministic for a ``seed``: each (text, aspect) asked in
     ``per_question`` x the type's weight different wordings (slots filled with the domain's
@@ -167,7 +168,10 @@ def build_records(
     per distinct wording. ``list_options`` > 0 adds that many records per (text, aspect)
     whose question lists 3-4 candidate answers, the right one among them (other answers
     of the type's closed set, or of the same aspect in the same domain); drawn from their
-    own random stream, so the other records are the same with or without them."""
+    own random stream, so the other records are the same with or without them.
+    ``options_skip`` names question types that get no such records (e.g. ``polarity``:
+    listing "positive or negative" cost the sentiment fixture in issue 16's round 3); the
+    other types' option records stay the same."""
     from .evaluation.unseen import near_held_out
 
     if per_question < 1:
@@ -182,6 +186,9 @@ def build_records(
     folder = Path(folder) if folder else shipped_folder()
     types, slots = load_question_types(folder), load_slots(folder)
     _check_slots(types, slots)
+    unknown = sorted(set(options_skip) - set(types))
+    if unknown:
+        raise ValueError(f"unknown question types in options_skip: {unknown}; known: {sorted(types)}")
     rng = random.Random(seed)
     records = []
     texts = load_texts(folder)
@@ -192,7 +199,8 @@ def build_records(
             for wording in rng.sample(pool, min(per_question * types[aspect].weight, len(pool))):
                 records.append(QARecord(text.text, wording, answer, pool, aspect))
     if list_options:
-        records += _option_records(texts, types, slots, list_options, random.Random(f"options:{seed}"), keep)
+        options = _option_records(texts, types, slots, list_options, random.Random(f"options:{seed}"), keep)
+        records += [record for record in options if record.qtype not in options_skip]
     if free_form:
         shipped = Path(str(resources.files("inbedder_retrieval.data").joinpath("train")))
         records += [record for record in load_records(shipped) if keep(record.instruction)]

@@ -107,6 +107,29 @@ def test_lora_adapter_trains_saves_and_loads_on_its_base(tiny_model_dir, records
     assert isinstance(tuned.backend.model, torch.nn.Module) and not hasattr(tuned.backend.model, "peft_config")
 
 
+def test_a_lora_run_on_a_lora_inbedder_trains_its_adapter_further(tiny_model_dir, records_file, tmp_path):
+    """Continuing an adapter: it starts where the first run ended (not from a fresh LoRA),
+    saves an adapter on the first run's base, and a rank that differs is refused."""
+    base, records = tiny_model_dir("llama"), load_records(records_file)
+    first = train(base, records, tmp_path / "first", config(lora=True, learning_rate=1e-2), device="cpu",
+                  show_progress_bar=False)
+    fresh = train(base, records, tmp_path / "fresh", config(lora=True, learning_rate=1e-9, max_steps=2), device="cpu",
+                  show_progress_bar=False)
+    more = train(tmp_path / "first", records, tmp_path / "more", config(lora=True, learning_rate=1e-9, max_steps=2),
+                 device="cpu", show_progress_bar=False)
+    # a near-zero learning rate: the continued run's loss is the first run's end, not a fresh adapter's start
+    assert more.losses[0] < fresh.losses[0] and abs(more.losses[0] - first.losses[-1]) < abs(fresh.losses[0] - first.losses[-1])
+    continued = InBedder.from_pretrained(tmp_path / "more", device="cpu")
+    assert continued.description.base_model == str(base)
+    assert f"continuing the adapter of {tmp_path / 'first'}" in continued.description.description
+    texts = ["text number 3 about shoes"]
+    np.testing.assert_allclose(continued.encode(texts, "What?"),
+                               InBedder.from_pretrained(tmp_path / "first", device="cpu").encode(texts, "What?"), atol=1e-3)
+    with pytest.raises(ValueError, match=r"LoRA adapter of rank 16 \(alpha 32\); continuing it needs lora_r=16"):
+        train(tmp_path / "first", records, tmp_path / "r8", config(lora=True, lora_r=8, lora_alpha=16), device="cpu",
+              show_progress_bar=False)
+
+
 def test_cli_train_and_distill(tiny_model_dir, records_file, tmp_path):
     from inbedder_retrieval.cli import main
 

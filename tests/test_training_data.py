@@ -174,6 +174,24 @@ def test_option_listing_records_are_extra_and_list_the_right_answer(records):
         build_records(list_options=-1)
 
 
+def test_option_records_can_skip_question_types(records):
+    """``options_skip``: the named types get no option-listing records, the others the
+    same ones as without the skip; an unknown type name is refused."""
+    from inbedder_retrieval.cli import build_parser
+
+    every = Counter(build_records(list_options=1))
+    skipped = Counter(build_records(list_options=1, options_skip=("polarity",)))
+    dropped = every - skipped
+    assert not skipped - every and sum(dropped.values()) >= 300
+    assert all(record.qtype == "polarity" and " or " in record.instruction for record in dropped)
+    assert any(record.qtype == "polarity" for record in skipped)  # the plain polarity questions stay
+    args = build_parser().parse_args(["train-data", "build", "-o", "x.jsonl", "--list-options", "1",
+                                      "--list-options-skip", "polarity", "--list-options-skip", "emotion"])
+    assert args.list_options_skip == ["polarity", "emotion"]
+    with pytest.raises(ValueError, match=r"unknown question types in options_skip: \['mood'\]; known: \["):
+        build_records(list_options=1, options_skip=("mood",))
+
+
 def test_routing_questions_are_answered_with_the_department(records):
     """``department`` (issue 16: "Which team should get this?"): a coarse type asked of support
     and help-desk texts; a help-desk ticket goes to its IT area."""
