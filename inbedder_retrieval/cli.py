@@ -408,7 +408,8 @@ def cmd_train_data_build(args: argparse.Namespace) -> int:
     from .training_data import build_records
 
     records = build_records(seed=args.seed, per_question=args.wordings_per_question, free_form=not args.no_free_form,
-                            list_options=args.list_options, options_skip=args.list_options_skip)
+                            list_options=args.list_options, options_skip=args.list_options_skip,
+                            contrast_groups=args.contrast_groups)
     write_records(records, args.output)
     generated = sum(1 for record in records if record.qtype)
     print(f"Wrote {len(records)} records ({generated} from labelled texts, {len(records) - generated} free-form) "
@@ -743,6 +744,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default 0: the v2 records as they were)")
     build.add_argument("--list-options-skip", action="append", default=[], metavar="TYPE",
                        help="a question type that gets no option-listing records (repeatable; e.g. polarity)")
+    build.add_argument("--contrast-groups", action="store_true",
+                       help="key the contrastive term on answer families where a type has them (emotions: "
+                            "'furious' and 'annoyed' are both 'anger')")
     build.set_defaults(handler=cmd_train_data_build)
 
     distill = commands.add_parser("distill", help="make training records from your corpus with a teacher model",

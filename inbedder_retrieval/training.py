@@ -59,7 +59,9 @@ class QARecord:
     Optional: ``instructions``, wordings of the same question that wording augmentation
     samples from (one per epoch); ``qtype``, the question type (aspect) asked, which makes
     records with the same type and answer positives for the contrastive term (free-form
-    records, ``qtype == ""``, use their instruction instead).
+    records, ``qtype == ""``, use their instruction instead); ``group``, an answer family
+    ("anger" for "furious" and "annoyed") that replaces the answer in that key, so records
+    whose answers are near-synonyms are not pushed apart.
     """
 
     input: str
@@ -67,11 +69,12 @@ class QARecord:
     output: str
     instructions: tuple[str, ...] = ()
     qtype: str = ""
+    group: str = ""
 
     @property
     def contrast_key(self) -> tuple[str, str]:
         """Records with equal keys are positives for the contrastive term."""
-        return (self.qtype or self.instruction, self.output.strip().lower())
+        return (self.qtype or self.instruction, self.group or self.output.strip().lower())
 
 
 def _check_record(record: object, where: str) -> QARecord:
@@ -84,10 +87,11 @@ def _check_record(record: object, where: str) -> QARecord:
     wordings = record.get("instructions", [])
     if not isinstance(wordings, list) or not all(isinstance(w, str) and w.strip() for w in wordings):
         raise ValueError(f"{where}: field 'instructions' must be a list of non-empty strings, got {wordings!r}")
-    qtype = record.get("qtype", "")
-    if not isinstance(qtype, str):
-        raise ValueError(f"{where}: field 'qtype' must be a string, got {qtype!r}")
-    return QARecord(record["input"], record["instruction"], record["output"], tuple(wordings), qtype)
+    optional = {name: record.get(name, "") for name in ("qtype", "group")}
+    for name, value in optional.items():
+        if not isinstance(value, str):
+            raise ValueError(f"{where}: field {name!r} must be a string, got {value!r}")
+    return QARecord(record["input"], record["instruction"], record["output"], tuple(wordings), **optional)
 
 
 def load_records(source: str | Path) -> list[QARecord]:
@@ -534,6 +538,8 @@ def record_json(record: QARecord) -> dict[str, Any]:
         data["instructions"] = list(record.instructions)
     if record.qtype:
         data["qtype"] = record.qtype
+    if record.group:
+        data["group"] = record.group
     return data
 
 

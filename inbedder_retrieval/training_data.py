@@ -25,7 +25,7 @@ import json
 import random
 import re
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
@@ -53,16 +53,23 @@ OPTION_POOL = 4
 
 @dataclass(frozen=True)
 class QuestionType:
-    """An aspect one can ask about; ``answers`` is the closed set of a coarse type."""
+    """An aspect one can ask about; ``answers`` is the closed set of a coarse type;
+    ``groups`` maps each answer of an open type to its family ("furious" -> "anger"), if
+    the type has families (every answer then needs one)."""
 
     name: str
     wordings: tuple[str, ...]
     answers: tuple[str, ...] = ()
     weight: int = 1
+    groups: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def coarse(self) -> bool:
         return bool(self.answers)
+
+    def group_of(self, answer: str) -> str:
+        """The family of ``answer`` ("" if the type has no families)."""
+        return self.groups.get(answer.lower(), "") if self.groups else ""
 
 
 @dataclass(frozen=True)
@@ -94,8 +101,19 @@ def load_question_types(folder: str | Path | None = None) -> dict[str, QuestionT
         if len(set(wordings)) < MIN_WORDINGS:
             raise ValueError(f"{folder / WORDINGS_FILE}: question type {name!r} has {len(set(wordings))} distinct "
                              f"wordings, needs >= {MIN_WORDINGS}")
-        types[name] = QuestionType(name, wordings, tuple(entry.get("answers", ())), int(entry.get("weight", 1)))
+        types[name] = QuestionType(name, wordings, tuple(entry.get("answers", ())), int(entry.get("weight", 1)),
+                                   _answer_groups(entry.get("contrast_groups", {}), f"{folder / WORDINGS_FILE}: {name!r}"))
     return types
+
+
+def _answer_groups(families: Mapping[str, list[str]], where: str) -> dict[str, str]:
+    """``{family: [answers]}`` as ``{answer: family}``; an answer in two families is refused."""
+    groups: dict[str, str] = {}
+    for family, answers in families.items():
+        for answer in answers:
+            if groups.setdefault(answer.lower(), family) != family:
+                raise ValueError(f"{where}: answer {answer!r} is in families {groups[answer.lower()]!r} and {family!r}")
+    return groups
 
 
 def load_slots(folder: str | Path | None = None) -> dict[str, dict[str, tuple[str, ...]]]:
@@ -129,6 +147,9 @@ def load_texts(folder: str | Path | None = None) -> list[LabelledText]:
                     raise ValueError(f"{where}: the answer for {aspect!r} must be 1-3 words, got {answer!r}")
                 if types[aspect].coarse and answer not in types[aspect].answers:
                     raise ValueError(f"{where}: {answer!r} is not one of the {aspect!r} answers {types[aspect].answers}")
+                if types[aspect].groups and not types[aspect].group_of(answer):
+                    raise ValueError(f"{where}: {answer!r} is in none of the {aspect!r} answer families "
+                                     f"({', '.join(sorted(set(types[aspect].groups.values())))}) of {WORDINGS_FILE}")
             if len({answer.lower() for answer in labels.values()}) < 3:
                 raise ValueError(f"{where}: needs >= 3 aspects with different answers")
             texts.append(LabelledText(str(record["id"]), path.stem, record["text"], dict(labels)))
@@ -157,6 +178,7 @@ def build_records(
     free_form: bool = True,
     list_options: int = 0,
     options_skip: Collection[str] = (),
+    contrast_groups: bool = False,
 ) -> list[QARecord]:
     """The v2 records, deterministic for a ``seed``: each (text, aspect) asked in
     ``per_question`` x the type's weight different wordings (slots filled with the domain's
@@ -171,7 +193,10 @@ def build_records(
     own random stream, so the other records are the same with or without them.
     ``options_skip`` names question types that get no such records (e.g. ``polarity``:
     listing "positive or negative" cost the sentiment fixture in issue 16's round 3); the
-    other types' option records stay the same."""
+    other types' option records stay the same. ``contrast_groups`` sets each record's
+    ``group`` to its answer's family where the type has families (``contrast_groups`` in
+    ``wordings.json``: emotions), so the contrastive term treats "furious" and "annoyed"
+    as positives; the records are otherwise the same."""
     from .evaluation.unseen import near_held_out
 
     if per_question < 1:
@@ -201,6 +226,9 @@ def build_records(
     if list_options:
         options = _option_records(texts, types, slots, list_options, random.Random(f"options:{seed}"), keep)
         records += [record for record in options if record.qtype not in options_skip]
+    if contrast_groups:
+        records = [replace(record, group=types[record.qtype].group_of(record.output)) if record.qtype else record
+                   for record in records]
     if free_form:
         shipped = Path(str(resources.files("inbedder_retrieval.data").joinpath("train")))
         records += [record for record in load_records(shipped) if keep(record.instruction)]

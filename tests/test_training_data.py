@@ -3,9 +3,11 @@ separation from the fixtures, no question-type shortcut words, determinism)."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from collections import Counter, defaultdict
+from dataclasses import replace
 
 import pytest
 
@@ -190,6 +192,40 @@ def test_option_records_can_skip_question_types(records):
     assert args.list_options_skip == ["polarity", "emotion"]
     with pytest.raises(ValueError, match=r"unknown question types in options_skip: \['mood'\]; known: \["):
         build_records(list_options=1, options_skip=("mood",))
+
+
+def test_contrast_groups_key_emotions_by_family(records, tmp_path):
+    """``contrast_groups``: every emotion answer of the data has one family, and with the
+    option on, emotion records carry it (the contrastive key), others none; the records are
+    otherwise the same, and the group survives a JSONL round trip."""
+    from inbedder_retrieval.training import QARecord
+
+    emotion = load_question_types()["emotion"]
+    assert {emotion.group_of(text.labels["emotion"]) for text in load_texts() if "emotion" in text.labels} == {
+        "joy", "calm", "surprise", "anger", "fear", "sadness", "uncertainty"}
+    grouped = build_records(contrast_groups=True)
+    assert [replace(record, group="") for record in grouped] == records
+    assert all(bool(record.group) == (record.qtype == "emotion") for record in grouped)
+    furious, annoyed = (next(r for r in grouped if r.qtype == "emotion" and r.output == answer) for answer in ("furious", "annoyed"))
+    assert furious.contrast_key == annoyed.contrast_key == ("emotion", "anger")
+    assert QARecord("t", "q", "furious", qtype="emotion").contrast_key == ("emotion", "furious")
+    write_records([furious], tmp_path / "g.jsonl")
+    assert load_records(tmp_path / "g.jsonl") == [furious]
+
+
+def test_an_answer_without_a_family_or_in_two_is_refused(tmp_path):
+    folder = tmp_path / "v2"
+    shutil.copytree(shipped_folder(), folder)
+    wordings = json.loads((folder / "wordings.json").read_text())
+    groups = wordings["question_types"]["emotion"]["contrast_groups"]
+    groups["anger"].remove("furious")
+    (folder / "wordings.json").write_text(json.dumps(wordings))
+    with pytest.raises(ValueError, match=r"\.jsonl:\d+: 'furious' is in none of the 'emotion' answer families"):
+        load_texts(folder)
+    groups["joy"].append("Angry")
+    (folder / "wordings.json").write_text(json.dumps(wordings))
+    with pytest.raises(ValueError, match=r"'emotion': answer 'angry' is in families 'joy' and 'anger'"):
+        load_question_types(folder)
 
 
 def test_routing_questions_are_answered_with_the_department(records):
