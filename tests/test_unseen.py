@@ -276,3 +276,25 @@ def test_default_keeps_its_lead_on_unseen_wordings(fast_margins):
 def test_default_beats_plain_minilm_on_every_aspect_under_unseen_wordings(fast_margins):
     assert {key: round(m, 3) for key, m in fast_margins.items() if m < GOAL_MARGIN} == {}
 
+
+
+def test_answer_types_sorts_answers_and_maps_every_label():
+    """benchmarks/answer_types.py (README: what limits the weakest aspects): each label of
+    the aspects it reads maps to answers that training data v2 can give, and answers are
+    sorted into right / misread text / other answer."""
+    import importlib.util
+
+    from inbedder_retrieval.samples import load_sample
+
+    path = Path(__file__).parents[1] / "benchmarks" / "answer_types.py"
+    spec = importlib.util.spec_from_file_location("answer_types", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for key, (families_of, right) in module.LABEL_ANSWERS.items():
+        fixture, aspect = key.split("/")
+        assert set(right) == {record[aspect] for record in load_sample(fixture)}, key
+        assert all(wanted <= set(families_of().values()) for wanted in right.values()), key
+    families, right = module._emotions(), module.LABEL_ANSWERS["support_messages/mood"][1]
+    kinds, others = module.sort_answers(["Nervous", "furious", "laptop", "happy"], ["worried", "happy", "angry", "happy"],
+                                        families, right)
+    assert kinds == Counter({"right": 2, "misread text": 1, "other answer": 1}) and others == Counter({"laptop": 1})
