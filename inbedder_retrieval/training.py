@@ -373,9 +373,9 @@ def lora_to_continue(base: str | Path) -> ModelDescription | None:
     return description if description.base_model is not None else None
 
 
-def _continue_lora(model: torch.nn.Module, adapter: ModelDescription, config: TrainingConfig) -> torch.nn.Module:
-    """``model`` (the adapter's base) with the adapter of ``adapter`` loaded trainable."""
-    from peft import PeftConfig, PeftModel
+def _adapter_to_continue(adapter: ModelDescription, config: TrainingConfig) -> str:
+    """The folder of ``adapter``'s weights, once its rank is known to match ``config``."""
+    from peft import PeftConfig
 
     from .weights import resolve_source
 
@@ -385,7 +385,7 @@ def _continue_lora(model: torch.nn.Module, adapter: ModelDescription, config: Tr
         raise ValueError(f"{adapter.name} is a LoRA adapter of rank {saved.r} (alpha {saved.lora_alpha}); continuing "
                          f"it needs lora_r={saved.r}, lora_alpha={saved.lora_alpha}, not {config.lora_r}, "
                          f"{config.lora_alpha}")
-    return PeftModel.from_pretrained(model, path, is_trainable=True)
+    return path
 
 
 def train(
@@ -407,6 +407,7 @@ def train(
     if not records:
         raise ValueError("no training records")
     continued = lora_to_continue(base) if config.lora else None
+    adapter_path = _adapter_to_continue(continued, config) if continued else None  # checked before the model loads
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
@@ -427,8 +428,10 @@ def train(
 
     keys = [record.contrast_key for record in records]
     model = backend.model
-    if continued:
-        model = _continue_lora(model, continued, config)
+    if adapter_path:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter_path, is_trainable=True)
     elif config.lora:
         model = _wrap_lora(model, config, family)
     model.train()

@@ -128,6 +128,7 @@ def test_a_lora_run_on_a_lora_inbedder_trains_its_adapter_further(tiny_model_dir
     with pytest.raises(ValueError, match=r"LoRA adapter of rank 16 \(alpha 32\); continuing it needs lora_r=16"):
         train(tmp_path / "first", records, tmp_path / "r8", config(lora=True, lora_r=8, lora_alpha=16), device="cpu",
               show_progress_bar=False)
+    assert not (tmp_path / "r8").exists()  # refused before anything was loaded or written
 
 
 def test_cli_train_and_distill(tiny_model_dir, records_file, tmp_path):
