@@ -18,7 +18,7 @@ from transformers import AutoConfig
 
 from .batching import token_budget_batches
 from .encoders import BACKENDS, Backend, infer_family
-from .models import DEFAULT_MODEL, REGISTRY, SETTINGS_FILE, ModelDescription, check_pooling, get_model, load_settings
+from .models import DEFAULT_MODEL, ModelDescription, check_pooling, get_model, known_description
 from .progress import show_progress
 from .prompts import PromptTemplate
 from .validation import check_instructions, check_positive_int, check_sequence, validate_instruction, validate_texts
@@ -147,14 +147,11 @@ class InBedder:
         """
         cache_dir = None if cache_dir is None else str(cache_dir)
         name = str(name_or_path) if name_or_path is not None else DEFAULT_MODEL
-        if name in REGISTRY:
-            description = get_model(name)
-        elif (Path(name) / SETTINGS_FILE).is_file():  # saved by `inbedder train`
-            description = load_settings(name)
-        elif Path(name).exists() or "/" in name:
+        description = known_description(name)  # a registry entry, or saved by `inbedder train`
+        if description is None:
+            if not (Path(name).exists() or "/" in name):
+                get_model(name)  # raises a KeyError that lists the known models
             description = describe_unregistered(name, trust_remote_code, cache_dir)
-        else:
-            get_model(name)  # raises a KeyError that lists the known models
         description = description.with_overrides(
             max_length=max_length, pooling=pooling, layer=layer, template=template
         )

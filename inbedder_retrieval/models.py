@@ -260,6 +260,16 @@ def entry_with_fingerprint(fingerprint: str) -> str | None:
     return next((model.name for model in REGISTRY.values() if model.fingerprint == fingerprint), None)
 
 
+def known_description(name: str | Path) -> ModelDescription | None:
+    """The registry entry called ``name``, or the settings of a folder saved by ``inbedder
+    train``; None for anything else (a hub id, a plain model folder)."""
+    if str(name) in REGISTRY:
+        return REGISTRY[str(name)]
+    if (Path(name) / SETTINGS_FILE).is_file():
+        return load_settings(name)
+    return None
+
+
 def get_model(name: str) -> ModelDescription:
     """The registry entry called ``name``; a KeyError lists the known names."""
     try:

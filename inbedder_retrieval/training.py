@@ -42,7 +42,7 @@ from .atomic import atomic_directory, atomic_write_bytes
 from .embedder import InBedder
 from .encoders import Backend
 from .io import read_records
-from .models import REGISTRY, SETTINGS_FILE, ModelDescription, load_settings, save_settings
+from .models import ModelDescription, known_description, save_settings
 from .prompts import PromptTemplate
 
 logger = logging.getLogger(__name__)
@@ -363,14 +363,8 @@ def _wrap_lora(model: torch.nn.Module, config: TrainingConfig, family: str) -> t
 def lora_to_continue(base: str | Path) -> ModelDescription | None:
     """The description of ``base`` if it is a LoRA InBedder (a registry entry or a folder
     saved by ``train``), whose adapter a LoRA run then trains further; else None."""
-    name = str(base)
-    if name in REGISTRY:
-        description = REGISTRY[name]
-    elif (Path(name) / SETTINGS_FILE).is_file():
-        description = load_settings(name)
-    else:
-        return None
-    return description if description.base_model is not None else None
+    description = known_description(base)
+    return description if description is not None and description.base_model is not None else None
 
 
 def _adapter_to_continue(adapter: ModelDescription, config: TrainingConfig) -> str:

@@ -69,7 +69,7 @@ class QuestionType:
 
     def group_of(self, answer: str) -> str:
         """The family of ``answer`` ("" if the type has no families)."""
-        return self.groups.get(answer.lower(), "") if self.groups else ""
+        return self.groups.get(answer.lower(), "")
 
 
 @dataclass(frozen=True)
