@@ -37,6 +37,10 @@ def test_records_are_validated_with_the_line(tmp_path, records_file):
     bad.write_text('{"input": "a", "instruction": "b", "output": "c"}\n\n{"input": "a", "instruction": "", "output": "c"}\n')
     with pytest.raises(ValueError, match=r"bad.jsonl:3: field 'instruction' must be a non-empty string"):
         load_records(bad)
+    for field in ("qtype", "group"):
+        bad.write_text(json.dumps({"input": "a", "instruction": "b", "output": "c", field: ["x"]}) + "\n")
+        with pytest.raises(ValueError, match=rf"bad.jsonl:1: field '{field}' must be a string, got \['x'\]"):
+            load_records(bad)
     bad.write_text('{"input": "a"\n')
     with pytest.raises(ValueError, match=r"bad.jsonl:1: not valid JSON"):
         load_records(bad)
